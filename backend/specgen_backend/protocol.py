@@ -1,0 +1,338 @@
+"""The wire protocol between the Jupyter server extension and the model backend.
+
+Defined once, here, and imported by both ends (``jupyter_specgen`` may import this module and
+nothing else of the backend). Every frame is one JSON object with a ``type`` tag and the protocol
+``version``. Every request carries an ``id`` chosen by the client; every answer names it in
+``reply_to``. Each request gets exactly one final answer: a ``result`` or an ``error``; ``token``
+frames may come before it.
+
+Client → backend: ``generate``, ``cancel``, ``status``.
+Backend → client: ``token`` (streamed text), ``result`` (final), ``error`` (final), ``status``
+(answer to ``status``, and pushed unprompted whenever the model state changes, with
+``reply_to = None``).
+
+Decoding is strict about what it needs (required fields and their types) and lenient about what
+it does not (unknown fields are ignored, so an older peer can talk to a newer one within a
+version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Optional, Union
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAX_MESSAGE_BYTES",
+    "ErrorType",
+    "ProtocolError",
+    "Cell",
+    "CompletionContext",
+    "Generate",
+    "Cancel",
+    "StatusRequest",
+    "Token",
+    "Candidate",
+    "Result",
+    "ErrorInfo",
+    "Error",
+    "Status",
+    "Message",
+    "MESSAGES",
+    "decode",
+    "encode",
+    "error_reply",
+]
+
+PROTOCOL_VERSION = 1
+
+# Frames larger than this are answered with a ``too_large`` error and otherwise ignored. The
+# websocket layer itself accepts somewhat more (see server.py) so that an oversized frame reaches
+# this check instead of tearing the connection down.
+MAX_MESSAGE_BYTES = 1 << 20
+
+ErrorType = Literal[
+    "malformed",  # not JSON, not an object, or a field of the wrong type
+    "unknown_type",  # a `type` this version does not know
+    "version",  # a protocol version this peer does not speak
+    "too_large",  # frame above MAX_MESSAGE_BYTES
+    "unauthorized",  # missing or wrong token
+    "model_unavailable",  # the model could not be loaded; the message says how to fix it
+    "unknown_adapter",  # an adapter id that is not loaded or not the user's
+    "overloaded",  # the queue is full; try again
+    "cancelled",  # the client cancelled the request
+    "backend_unavailable",  # (server extension) the backend died or cannot be reached
+    "internal",  # a bug; the backend log has the traceback
+]
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be served; carries what the error reply needs."""
+
+    def __init__(self, error_type: ErrorType, message: str, *, reply_to: Any = None):
+        super().__init__(message)
+        self.error_type: ErrorType = error_type
+        self.message = message
+        self.reply_to = reply_to
+
+
+# ----------------------------------------------------------------------------------------------
+# Payload pieces
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One notebook cell, as the prompt builder sees it."""
+
+    cell_type: Literal["code", "markdown", "raw"]
+    source: str
+
+
+@dataclass(frozen=True)
+class CompletionContext:
+    """Where the cursor is: the notebook around it, and the text of the active cell split at it.
+
+    ``cells`` is the whole notebook in order; ``active`` indexes the cell being edited (its own
+    ``source`` in ``cells`` is ignored in favour of ``prefix`` + ``suffix``). ``preamble`` is
+    extra comment text the server extension puts before the active cell (the kernel's variable
+    specs, for instance); it is rendered verbatim.
+    """
+
+    prefix: str
+    suffix: str = ""
+    cells: list[Cell] = field(default_factory=list)
+    active: int = -1
+    preamble: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Requests (client → backend)
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Sample ``n`` candidates for ``context``; stream them as ``token`` frames, then ``result``."""
+
+    type: ClassVar[str] = "generate"
+    id: Union[int, str]
+    user: str
+    context: CompletionContext
+    n: int = 1
+    max_tokens: int = 64
+    temperature: float = 0.0  # 0 means greedy
+    # One adapter id per candidate row (cycled if shorter than n); [] means the base model.
+    adapters: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)  # extra stop strings beyond the cell's end
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop the generation of request ``id``; it then ends with a ``cancelled`` error."""
+
+    type: ClassVar[str] = "cancel"
+    id: Union[int, str]
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """Ask for the backend's state; answered by a ``status`` frame."""
+
+    type: ClassVar[str] = "status_request"
+    id: Union[int, str]
+    version: int = PROTOCOL_VERSION
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers (backend → client)
+
+
+@dataclass(frozen=True)
+class Token:
+    """New text of one candidate (a delta: append it to what came before for that candidate)."""
+
+    type: ClassVar[str] = "token"
+    reply_to: Union[int, str]
+    candidate: int
+    text: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One finished candidate: the text to insert at the cursor."""
+
+    text: str
+    logprob: float  # sum of token log-probabilities under the sampling model
+    finish_reason: Literal["stop", "length", "cancelled"]
+    adapter: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """The final answer to ``generate``."""
+
+    type: ClassVar[str] = "result"
+    reply_to: Union[int, str]
+    candidates: list[Candidate]
+    model: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    type: ErrorType
+    message: str
+
+
+@dataclass(frozen=True)
+class Error:
+    """The final answer to any request that could not be served."""
+
+    type: ClassVar[str] = "error"
+    reply_to: Union[int, str, None]
+    error: ErrorInfo
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Status:
+    """The backend's state. ``state`` is ``loading`` until the model is ready or failed."""
+
+    type: ClassVar[str] = "status"
+    reply_to: Union[int, str, None]
+    state: Literal["loading", "ready", "error"]
+    model: str
+    device: str = ""
+    message: str = ""  # for ``error``: what went wrong and how to fix it
+    version: int = PROTOCOL_VERSION
+
+
+Message = Union[Generate, Cancel, StatusRequest, Token, Result, Error, Status]
+
+MESSAGES: Mapping[str, type] = {
+    cls.type: cls for cls in (Generate, Cancel, StatusRequest, Token, Result, Error, Status)
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding and decoding
+
+
+def encode(message: Message) -> str:
+    """Serialise a message to one JSON text frame."""
+    body = dataclasses.asdict(message)
+    return json.dumps({"type": message.type, **body}, separators=(",", ":"))
+
+
+def decode(
+    raw: Union[str, bytes],
+    *,
+    limit: int = MAX_MESSAGE_BYTES,
+    messages: Optional[Mapping[str, type]] = None,
+) -> Any:
+    """Parse and validate one frame; raise ``ProtocolError`` saying what is wrong with it.
+
+    ``messages`` maps ``type`` tags to message classes; by default the ones of this protocol
+    (the browser protocol of ``jupyter_specgen`` passes its own).
+    """
+    messages = MESSAGES if messages is None else messages
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+    if size > limit:
+        raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of {limit} bytes")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("malformed", f"frame is not valid UTF-8: {exc}") from None
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("malformed", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed", f"frame must be a JSON object, not {type(obj).__name__}")
+    reply_to = obj.get("id") if isinstance(obj.get("id"), (int, str)) else None
+    version = obj.get("version")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "version",
+            f"protocol version {version!r} is not supported; this peer speaks version {PROTOCOL_VERSION}",
+            reply_to=reply_to,
+        )
+    kind = obj.get("type")
+    cls = messages.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(
+            "unknown_type",
+            f"unknown message type {kind!r}; expected one of {sorted(messages)}",
+            reply_to=reply_to,
+        )
+    try:
+        return build(cls, obj, path=kind)
+    except ProtocolError as exc:
+        exc.reply_to = reply_to
+        raise
+
+
+def error_reply(reply_to: Any, error_type: ErrorType, message: str) -> Error:
+    return Error(reply_to=reply_to, error=ErrorInfo(type=error_type, message=message))
+
+
+def build(cls: type, obj: Any, *, path: str) -> Any:
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed", f"{path} must be an object, not {type(obj).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in obj:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ProtocolError("malformed", f"{path}.{f.name} is required")
+            continue
+        kwargs[f.name] = _check(hints[f.name], obj[f.name], path=f"{path}.{f.name}")
+    return cls(**kwargs)
+
+
+def _check(hint: Any, value: Any, *, path: str) -> Any:
+    """Validate ``value`` against a type hint of the small vocabulary this module uses."""
+    origin = typing.get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        for option in typing.get_args(hint):
+            try:
+                return _check(option, value, path=path)
+            except ProtocolError:
+                pass
+        raise ProtocolError("malformed", f"{path} has the wrong type ({type(value).__name__})")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ProtocolError("malformed", f"{path} must be one of {list(typing.get_args(hint))}, not {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError("malformed", f"{path} must be a list")
+        (item,) = typing.get_args(hint)
+        return [_check(item, v, path=f"{path}[{i}]") for i, v in enumerate(value)]
+    if hint is type(None):
+        if value is not None:
+            raise ProtocolError("malformed", f"{path} must be null")
+        return None
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path=path)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProtocolError("malformed", f"{path} must be a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError("malformed", f"{path} must be an integer")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise ProtocolError("malformed", f"{path} must be a {hint.__name__}")
+        return value
+    raise TypeError(f"protocol.py uses an unsupported type hint at {path}: {hint!r}")

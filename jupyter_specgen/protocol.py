@@ -1,0 +1,138 @@
+"""The wire protocol between the browser (labextension) and the server extension.
+
+One websocket per browser tab at ``<base_url>/specgen/ws``. Messages share the framing and the
+codec of the backend protocol (``specgen_backend.protocol``): a ``type`` tag, the protocol
+``version``, a request ``id`` chosen by the browser and ``reply_to`` on every answer; each
+request gets exactly one final answer (``done`` or ``error``).
+
+The TypeScript types in ``labextension/src/protocol.ts`` are generated from this module
+(``python -m jupyter_specgen.protocol_typescript``) and a test fails when they differ, so the
+two ends cannot drift.
+
+Browser → server: ``complete``, ``cancel``.
+Server → browser: ``chunk`` (streamed text of one candidate), ``done`` (final, the ranked
+items), ``error`` (final), ``status`` (the backend's state, pushed on connect and on change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Optional, Union
+
+from specgen_backend.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Cell,
+    Error,
+    ErrorInfo,
+    ProtocolError,
+    decode as _decode,
+    encode,
+    error_reply,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAX_MESSAGE_BYTES",
+    "Cell",
+    "Complete",
+    "Cancel",
+    "Chunk",
+    "Item",
+    "Done",
+    "Error",
+    "ErrorInfo",
+    "Status",
+    "ProtocolError",
+    "BROWSER_MESSAGES",
+    "decode",
+    "encode",
+    "error_reply",
+]
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Complete the text at the cursor of cell ``cell_id``.
+
+    ``id`` increases with every request of a tab; a newer ``complete`` for the same cell
+    supersedes the older one, whose answer is then dropped (JupyterLab passes providers no abort
+    signal, so the number is how both ends tell stale work from live work).
+    """
+
+    type: ClassVar[str] = "complete"
+    id: int
+    path: str
+    cell_id: str
+    prefix: str
+    suffix: str = ""
+    cells: list[Cell] = field(default_factory=list)  # the whole notebook, in order
+    active: int = -1  # index of the edited cell in ``cells``
+    kernel_id: Optional[str] = None
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The user moved on: stop request ``id`` (it ends with a ``cancelled`` error)."""
+
+    type: ClassVar[str] = "cancel"
+    id: int
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """More text of candidate ``candidate`` of request ``reply_to`` (a delta)."""
+
+    type: ClassVar[str] = "chunk"
+    reply_to: int
+    candidate: int
+    text: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Item:
+    """One suggestion, ready to show as ghost text."""
+
+    text: str
+    # What running it in a fork of the kernel showed: "ran", "raised", or "not_validated".
+    verdict: Literal["ran", "raised", "not_validated"] = "not_validated"
+    detail: str = ""  # e.g. "KeyError: 'price'" for "raised"
+    score: float = 0.0  # model log-likelihood; ranking ties are broken by it
+
+
+@dataclass(frozen=True)
+class Done:
+    """The final answer to ``complete``: the items, best first."""
+
+    type: ClassVar[str] = "done"
+    reply_to: int
+    items: list[Item]
+    model: str = ""
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Status:
+    """The backend's state as the status bar shows it."""
+
+    type: ClassVar[str] = "status"
+    reply_to: Union[int, None]
+    state: Literal["starting", "ready", "error"]
+    model: str = ""
+    device: str = ""
+    message: str = ""  # for ``error``: the reason and how to fix it
+    version: int = PROTOCOL_VERSION
+
+
+BROWSER_MESSAGES: Mapping[str, type] = {
+    cls.type: cls for cls in (Complete, Cancel, Chunk, Done, Error, Status)
+}
+
+
+def decode(raw: Union[str, bytes], *, limit: int = MAX_MESSAGE_BYTES):
+    """Parse one frame of the browser protocol; raise ``ProtocolError`` saying what is wrong."""
+    return _decode(raw, limit=limit, messages=BROWSER_MESSAGES)
