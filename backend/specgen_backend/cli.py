@@ -1,0 +1,83 @@
+"""``specgen-backend serve``: run the model server, standalone or as the server extension's child.
+
+When it is listening it writes one JSON line to stdout, ``{"event": "listening", "url": ...}``,
+so a parent process that asked for port 0 learns the port; everything else goes to the log
+(stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .engine import EngineConfig
+from .server import Backend, BackendConfig
+
+__all__ = ["main", "default_model"]
+
+# Used when nothing else is configured and the embedded model is absent.
+DEFAULT_HUB_MODEL = "Qwen/Qwen2.5-Coder-0.5B"
+
+
+def default_model() -> str:
+    """The embedded model shipped with the package when present, else the hub default."""
+    try:
+        from .models import default_model_path
+    except ImportError:
+        return DEFAULT_HUB_MODEL
+    path = default_model_path()
+    return str(path) if path is not None else DEFAULT_HUB_MODEL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specgen-backend", description="jupyter-specgen model backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the websocket model server")
+    serve.add_argument("--model", default=None, help="hub id or local folder of a causal LM (default: the embedded model)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: any free port, reported on stdout)")
+    serve.add_argument("--token-file", type=Path, help="file holding the shared secret (default: $SPECGEN_BACKEND_TOKEN)")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    serve.add_argument("--max-queue", type=int, default=64, help="waiting requests before 'overloaded'")
+    serve.add_argument("--max-new-tokens", type=int, default=128)
+    serve.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("SPECGEN_BACKEND_TOKEN", "")
+    if not token:
+        sys.exit("specgen-backend: a token is required: pass --token-file FILE or set SPECGEN_BACKEND_TOKEN")
+    config = BackendConfig(
+        model=args.model or default_model(),
+        token=token,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        dtype=args.dtype,
+        max_queue=args.max_queue,
+        engine=EngineConfig(max_new_tokens=args.max_new_tokens),
+    )
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: BackendConfig) -> None:
+    backend = Backend(config)
+    await backend.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sys.stdout.write(json.dumps({"event": "listening", "url": backend.url, "model": config.model}) + "\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await backend.close()

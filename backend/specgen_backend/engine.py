@@ -1,0 +1,188 @@
+"""Sample completion candidates from a causal LM, token by token, with streaming and cancel.
+
+The engine is synchronous and runs in a worker thread (see ``server.py``); it calls ``emit``
+with each candidate's new text as it is decided and checks ``cancelled`` between decode steps,
+so a cancel takes effect within one step.
+
+The n candidates of one request share one prefill: the prompt runs once with batch 1 and its
+KV cache is repeated n times for decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+from .loading import LoadedModel
+from .prompt import Prompt, build_prompt, clean_completion, detect_fim, find_stop, partial_stop_length
+from .protocol import Candidate, Generate
+
+__all__ = ["EngineConfig", "Engine"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[int, str], None]  # (candidate index, new text)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_prompt_tokens: int = 1536  # notebook context kept around the cursor
+    max_new_tokens: int = 128  # hard ceiling on what a request may ask for
+    max_candidates: int = 8  # hard ceiling on n
+
+
+class Engine:
+    """Generation over one loaded model."""
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig = EngineConfig()):
+        self.loaded = loaded
+        self.config = config
+        tokenizer = loaded.tokenizer
+        self.fim = detect_fim(tokenizer.get_vocab())
+        self.eos_ids = _end_token_ids(loaded)
+
+    def prompt_for(self, request: Generate) -> Prompt:
+        tokenizer = self.loaded.tokenizer
+        return build_prompt(
+            request.context,
+            fim=self.fim,
+            count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
+            max_prompt_tokens=self.config.max_prompt_tokens,
+            extra_stops=request.stop,
+        )
+
+    def generate(self, request: Generate, *, cancelled: Callable[[], bool], emit: Emit) -> list[Candidate]:
+        """Sample ``request.n`` candidates; stream them through ``emit``; return them finished."""
+        import torch
+
+        n = max(1, min(request.n, self.config.max_candidates))
+        max_tokens = max(1, min(request.max_tokens, self.config.max_new_tokens))
+        prompt = self.prompt_for(request)
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        # Special tokens are written into the FIM prompt text, so let the tokenizer add its own
+        # (a BOS for Llama-style models) only for plain prompts.
+        ids = tokenizer(prompt.text, return_tensors="pt", add_special_tokens=not prompt.fim).input_ids
+        ids = ids.to(self.loaded.device)  # (1, T)
+        generator = torch.Generator(device="cpu").manual_seed(_seed(request))
+
+        rows = [_Row(stops=prompt.stops) for _ in range(n)]
+        with torch.inference_mode():
+            out = model(input_ids=ids, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float()  # (1, V)
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+                logits = logits.expand(n, -1)  # (n, V)
+            for step in range(max_tokens):
+                if cancelled():
+                    for row in rows:
+                        row.finish("cancelled")
+                    break
+                tokens, logprobs = _sample(logits, request.temperature, generator)  # (n,), (n,)
+                for i, row in enumerate(rows):
+                    if row.done:
+                        continue
+                    token = int(tokens[i])
+                    row.logprob += float(logprobs[i])
+                    if token in self.eos_ids:
+                        row.finish("stop")
+                    else:
+                        row.ids.append(token)
+                        row.text = tokenizer.decode(row.ids, skip_special_tokens=True)
+                        row.check_stop()
+                    delta = row.streamable_delta()
+                    if delta:
+                        emit(i, delta)
+                if all(row.done for row in rows):
+                    break
+                out = model(input_ids=tokens.view(n, 1).to(ids.device), past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                logits = out.logits[:, -1, :].float()
+        candidates = []
+        for i, row in enumerate(rows):
+            if not row.done:
+                row.finish("length")
+            delta = row.streamable_delta()
+            if delta:
+                emit(i, delta)
+            adapter = request.adapters[i % len(request.adapters)] if request.adapters else None
+            text = clean_completion(row.text, request.context)
+            candidates.append(Candidate(text=text, logprob=row.logprob, finish_reason=row.reason, adapter=adapter))
+        return candidates
+
+
+@dataclass
+class _Row:
+    """The state of one candidate while it is being decoded."""
+
+    stops: tuple[str, ...]
+    ids: list = None  # type: ignore[assignment]
+    text: str = ""
+    emitted: int = 0  # characters of ``text`` already streamed
+    logprob: float = 0.0
+    done: bool = False
+    reason: str = "length"
+
+    def __post_init__(self):
+        self.ids = []
+
+    def check_stop(self) -> None:
+        cut = find_stop(self.text, self.stops)
+        if cut >= 0:
+            self.text = self.text[:cut]
+            self.finish("stop")
+
+    def finish(self, reason: str) -> None:
+        if not self.done:
+            self.done, self.reason = True, reason
+
+    def streamable_delta(self) -> str:
+        """New text that can be shown: not a possible start of a stop string, nor half a
+        UTF-8 character (the tokenizer decodes those as U+FFFD until the rest arrives)."""
+        end = len(self.text)
+        if not self.done:
+            end -= partial_stop_length(self.text, self.stops)
+            while end > self.emitted and self.text[end - 1] == "\ufffd":
+                end -= 1
+        if end <= self.emitted:
+            return ""
+        delta = self.text[self.emitted : end]
+        self.emitted = end
+        return delta
+
+
+def _sample(logits, temperature: float, generator):
+    """Greedy when temperature is 0, else softmax sampling. Returns (tokens, their logprobs)."""
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)  # (n, V)
+    if temperature <= 0:
+        tokens = logp.argmax(dim=-1)
+    else:
+        probs = torch.softmax(logits / temperature, dim=-1).cpu()
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+    return tokens, logp.gather(1, tokens.view(-1, 1)).squeeze(1)
+
+
+def _end_token_ids(loaded: LoadedModel) -> set[int]:
+    """Token ids that end a completion: EOS and the FIM/file markers some code models emit."""
+    tokenizer, config = loaded.tokenizer, loaded.model.generation_config
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    vocab = tokenizer.get_vocab()
+    for marker in ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<EOT>"):
+        if marker in vocab:
+            ids.add(vocab[marker])
+    return ids
+
+
+def _seed(request: Generate) -> int:
+    # Reproducible for a given user and request id (str hashes are salted per process; crc32 is not).
+    return zlib.crc32(f"{request.user}\0{request.id}".encode()) if request.temperature > 0 else 0
+
