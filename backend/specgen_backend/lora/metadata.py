@@ -1,0 +1,90 @@
+"""Per-step metadata that drives the batched adapter kernels.
+
+One ``SegmentMetadata`` is built per forward step from the slot of every token and shared by every
+wrapped layer of that step. It sorts tokens by slot so that the kernels can walk *segments*: runs
+of tokens that use the same adapter slot, whose weights are then read once per block of tokens
+(the SGMV idea of Punica / S-LoRA / vLLM).
+
+Building it costs one host synchronisation (``.tolist()`` of the active slots and the longest
+segment); this happens once per step, not once per layer, and buys a launch grid sized to the
+work instead of to the worst case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SegmentMetadata", "NO_ADAPTER"]
+
+NO_ADAPTER = -1  # slot of a token that runs on the plain base model (vLLM's convention)
+
+
+@dataclass(frozen=True)
+class SegmentMetadata:
+    """Token→slot mapping and the segments of tokens sorted by slot.
+
+    Tensors live on the device of the activations; the kernels read them in this order.
+    """
+
+    token_slots: torch.Tensor  # (T,) int32, slot of each token, NO_ADAPTER for the base model
+    sorted_token_ids: torch.Tensor  # (T,) int32, token indices sorted by slot (stable)
+    segment_slots: torch.Tensor  # (S,) int32, the slot of each active segment (never NO_ADAPTER)
+    segment_starts: torch.Tensor  # (S,) int32, offset of each segment in sorted_token_ids
+    segment_lengths: torch.Tensor  # (S,) int32, tokens in each segment
+    max_segment_length: int  # longest segment: sizes the kernels' grid along tokens
+    num_tokens: int  # T
+
+    @property
+    def num_segments(self) -> int:
+        """Number of distinct adapter slots in use this step (base-model tokens excluded)."""
+        return int(self.segment_slots.shape[0])
+
+    @property
+    def active_token_ids(self) -> torch.Tensor:
+        """(A,) int64 indices of tokens that carry an adapter, grouped by slot."""
+        total = int(self.segment_lengths.sum().item()) if self.num_segments else 0
+        skip = self.num_tokens - total  # NO_ADAPTER sorts first
+        return self.sorted_token_ids[skip:].long()
+
+    @classmethod
+    def from_token_slots(cls, token_slots: torch.Tensor) -> "SegmentMetadata":
+        """Build the metadata from ``token_slots`` (T,) of any integer dtype."""
+        assert token_slots.dim() == 1, f"token_slots must be 1-D (T,), got shape {tuple(token_slots.shape)}"
+        slots = token_slots.to(torch.int32).contiguous()
+        num_tokens = int(slots.shape[0])
+        # Stable so that tokens of one adapter keep their order: deterministic kernels, easy tests.
+        order = torch.sort(slots, stable=True).indices.to(torch.int32)
+        unique, counts = torch.unique_consecutive(slots[order.long()], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        keep = unique != NO_ADAPTER
+        unique, counts, starts = unique[keep], counts[keep], starts[keep]
+        max_len = int(counts.max().item()) if counts.numel() else 0
+        return cls(
+            token_slots=slots,
+            sorted_token_ids=order.contiguous(),
+            segment_slots=unique.to(torch.int32).contiguous(),
+            segment_starts=starts.to(torch.int32).contiguous(),
+            segment_lengths=counts.to(torch.int32).contiguous(),
+            max_segment_length=max_len,
+            num_tokens=num_tokens,
+        )
+
+    @classmethod
+    def from_row_slots(cls, row_slots: torch.Tensor, tokens_per_row: int) -> "SegmentMetadata":
+        """Metadata for a (B, T_row) activation whose row ``i`` uses slot ``row_slots[i]``."""
+        assert row_slots.dim() == 1, f"row_slots must be 1-D (B,), got shape {tuple(row_slots.shape)}"
+        return cls.from_token_slots(torch.repeat_interleave(row_slots, tokens_per_row))
+
+    def restricted_to(self, keep_slot: torch.Tensor) -> "SegmentMetadata":
+        """The same tokens with slots where ``keep_slot[slot]`` is false turned into NO_ADAPTER.
+
+        ``keep_slot`` (num_slots,) bool: lets one step's mapping feed two kernels (additive LoRA
+        slots and fLoRA slots) without either seeing the other's tokens.
+        """
+        slots = self.token_slots
+        mask = slots >= 0
+        kept = torch.zeros_like(mask)
+        kept[mask] = keep_slot[slots[mask].long()]
+        return SegmentMetadata.from_token_slots(torch.where(kept, slots, torch.full_like(slots, NO_ADAPTER)))
