@@ -76,15 +76,3 @@ class SegmentMetadata:
         """Metadata for a (B, T_row) activation whose row ``i`` uses slot ``row_slots[i]``."""
         assert row_slots.dim() == 1, f"row_slots must be 1-D (B,), got shape {tuple(row_slots.shape)}"
         return cls.from_token_slots(torch.repeat_interleave(row_slots, tokens_per_row))
-
-    def restricted_to(self, keep_slot: torch.Tensor) -> "SegmentMetadata":
-        """The same tokens with slots where ``keep_slot[slot]`` is false turned into NO_ADAPTER.
-
-        ``keep_slot`` (num_slots,) bool: lets one step's mapping feed two kernels (additive LoRA
-        slots and fLoRA slots) without either seeing the other's tokens.
-        """
-        slots = self.token_slots
-        mask = slots >= 0
-        kept = torch.zeros_like(mask)
-        kept[mask] = keep_slot[slots[mask].long()]
-        return SegmentMetadata.from_token_slots(torch.where(kept, slots, torch.full_like(slots, NO_ADAPTER)))

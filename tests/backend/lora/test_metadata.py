@@ -26,10 +26,8 @@ def test_empty_and_base_only():
         assert meta.active_token_ids.numel() == 0
 
 
-def test_row_slots_expand_to_tokens_and_restrict():
-    """Row slots repeat over each row's tokens; restricted_to hides the slots of the other kind."""
+def test_row_slots_expand_to_tokens():
+    """Row slots repeat over each row's tokens."""
     meta = SegmentMetadata.from_row_slots(torch.tensor([1, -1, 0]), tokens_per_row=2)
     assert meta.token_slots.tolist() == [1, 1, -1, -1, 0, 0]
-    only_1 = meta.restricted_to(torch.tensor([False, True]))
-    assert only_1.token_slots.tolist() == [1, 1, -1, -1, -1, -1]
-    assert only_1.segment_slots.tolist() == [1]
+    assert meta.segment_slots.tolist() == [0, 1]
