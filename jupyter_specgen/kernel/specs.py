@@ -194,7 +194,7 @@ def _describe_array(a, name, tname, limits, budget, dtype, *, kind="array") -> S
 
 def _describe_container(obj, name, tname, limits) -> Spec:
     return Spec(name=name, type=tname, kind="container", length=len(obj),
-                element_type=_element_type(obj, limits.sample, depth=2),
+                element_type=_element_type(obj, limits.sample, depth=3),
                 examples=safe_repr(obj, limits.repr_chars, items=limits.max_rows))
 
 
