@@ -1,0 +1,171 @@
+"""One websocket connection from the Jupyter server to the model backend, shared by all tabs.
+
+Requests from every browser tab are multiplexed over it, each under a backend-side id of its
+own. The connection is kept up: when it drops (the backend was killed, restarted, or is
+unreachable) every request in flight is answered with ``backend_unavailable`` and the client
+connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Optional
+
+from specgen_backend import protocol
+from specgen_backend.protocol import Cancel, CompletionContext, Error, Generate, Result, Status, Token
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+__all__ = ["BackendError", "BackendState", "BackendClient"]
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(Exception):
+    """A request the backend (or the way to it) could not serve."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """What the status bar shows: starting / ready / error, with the model and the reason."""
+
+    state: str = "starting"
+    model: str = ""
+    device: str = ""
+    message: str = ""
+
+
+@dataclass
+class _Pending:
+    on_token: Callable[[int, str], None]
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+Locate = Callable[[], Awaitable[tuple[str, str]]]  # -> (url, token)
+
+
+class BackendClient:
+    def __init__(self, locate: Locate, *, model: str, on_state: Callable[[BackendState], None]):
+        self._locate = locate  # waits until the backend is reachable, then gives (url, token)
+        self._on_state = on_state
+        self.state = BackendState(state="starting", model=model, message="starting the model backend")
+        self._ws: Optional[ClientConnection] = None
+        self._pending: dict[str, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._task: Optional[asyncio.Task] = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        self._fail_pending("backend_unavailable", "the Jupyter server is shutting down")
+
+    def set_state(self, state: BackendState) -> None:
+        if state != self.state:
+            self.state = state
+            self._on_state(state)
+
+    async def generate(
+        self,
+        *,
+        user: str,
+        context: CompletionContext,
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        on_token: Callable[[int, str], None],
+        adapters: tuple[str, ...] = (),
+    ) -> Result:
+        """Run one generation; ``on_token`` sees the streamed deltas. Raises ``BackendError``.
+
+        Cancelling the awaiting task cancels the backend request too.
+        """
+        ws = self._ws
+        if ws is None or self.state.state != "ready":
+            raise BackendError("backend_unavailable", f"the model backend is not ready ({self.state.state}: {self.state.message})")
+        request_id = f"r{next(self._ids)}"
+        request = Generate(
+            id=request_id, user=user, context=context, n=n, max_tokens=max_tokens,
+            temperature=temperature, adapters=list(adapters),
+        )  # fmt: skip
+        pending = self._pending[request_id] = _Pending(on_token=on_token)
+        try:
+            await ws.send(protocol.encode(request))
+            return await pending.future
+        except asyncio.CancelledError:
+            try:
+                await ws.send(protocol.encode(Cancel(id=request_id)))
+            except ConnectionClosed:
+                pass
+            raise
+        except ConnectionClosed:
+            raise BackendError("backend_unavailable", "the connection to the model backend was lost") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                url, token = await self._locate()
+                async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
+                    self._ws = ws
+                    await self._read(ws)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+                log.warning("connection to the model backend failed: %r", exc)
+            except Exception:
+                log.exception("connection to the model backend failed")
+            finally:
+                self._ws = None
+            if self._closing:
+                return
+            self._fail_pending("backend_unavailable", "the model backend stopped; it is being restarted")
+            if self.state.state != "error":
+                self.set_state(BackendState(state="starting", model=self.state.model, message="reconnecting to the model backend"))
+            await asyncio.sleep(0.5)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            try:
+                message = protocol.decode(raw, limit=1 << 30)
+            except protocol.ProtocolError as exc:
+                log.error("unreadable frame from the backend: %s", exc.message)
+                continue
+            if isinstance(message, Status):
+                state = {"loading": "starting", "ready": "ready", "error": "error"}[message.state]
+                text = message.message or ("loading the model" if state == "starting" else "")
+                self.set_state(BackendState(state=state, model=message.model, device=message.device, message=text))
+                continue
+            pending = self._pending.get(str(getattr(message, "reply_to", "")))
+            if pending is None:
+                continue  # an answer to a request already given up on
+            if isinstance(message, Token):
+                pending.on_token(message.candidate, message.text)
+            elif isinstance(message, Result):
+                if not pending.future.done():
+                    pending.future.set_result(message)
+            elif isinstance(message, Error):
+                if not pending.future.done():
+                    pending.future.set_exception(BackendError(message.error.type, message.error.message))
+
+    def _fail_pending(self, error_type: str, message: str) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(BackendError(error_type, message))

@@ -1,0 +1,1 @@
+"""Completions: the server side of one inline suggestion (see ``pipeline``)."""

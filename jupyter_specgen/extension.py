@@ -1,0 +1,129 @@
+"""The Jupyter server extension: configuration, start-up and shut-down.
+
+By default it starts the model backend as a child process on loopback with a random token;
+with ``SpecgenExtension.backend_url`` set it connects to a standalone backend instead (a shared
+GPU host), with the token from ``backend_token`` or ``backend_token_file``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Optional
+
+from jupyter_server.extension.application import ExtensionApp
+from specgen_backend.cli import default_model
+from traitlets import Float, Int, Unicode, default
+
+from .backend_client import BackendClient, BackendState
+from .backend_process import BackendProcess
+from .completions.pipeline import CompletionSettings
+from .protocol import Status
+from .routes import CompletionsWebSocket
+
+__all__ = ["SpecgenExtension", "SpecgenService"]
+
+
+class SpecgenService:
+    """What the handlers share: the backend client, its child process, the open tabs."""
+
+    def __init__(self, *, client_factory, process: Optional[BackendProcess], completion_settings: CompletionSettings, log):
+        self.process = process
+        self.completion_settings = completion_settings
+        self.log = log
+        self._subscribers: set = set()
+        self.client: BackendClient = client_factory(self._broadcast)
+        self._started = False
+
+    def ensure_started(self) -> None:
+        """Start the backend child and the connection to it, once.
+
+        Called when the server's loop starts, and again by the first tab to connect (servers
+        embedded in tests never run the start-up hook).
+        """
+        if self._started:
+            return
+        self._started = True
+        if self.process is not None:
+            self.process.start()
+        self.client.start()
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self.process is not None:
+            await self.process.stop()
+
+    def subscribe(self, handler) -> None:
+        self._subscribers.add(handler)
+
+    def unsubscribe(self, handler) -> None:
+        self._subscribers.discard(handler)
+
+    def browser_status(self) -> Status:
+        s = self.client.state
+        return Status(reply_to=None, state=s.state, model=s.model, device=s.device, message=s.message)  # type: ignore[arg-type]
+
+    def _broadcast(self, state: BackendState) -> None:
+        self.log.info("model backend: %s %s %s", state.state, state.model, state.message)
+        status = self.browser_status()
+        for handler in list(self._subscribers):
+            handler.send(status)
+
+
+class SpecgenExtension(ExtensionApp):
+    name = "jupyter_specgen"
+
+    model = Unicode(
+        help="Hugging Face causal LM for completions: a hub id or a local folder. "
+        "Default: the small model shipped with the package, or Qwen/Qwen2.5-Coder-0.5B if absent.",
+    ).tag(config=True)
+    device = Unicode("auto", help="Device of the child backend: auto (cuda if present), cpu, cuda, cuda:N.").tag(config=True)
+    dtype = Unicode("auto", help="Weights dtype of the child backend: auto, float32, bfloat16, float16.").tag(config=True)
+    backend_url = Unicode(
+        "", help="ws:// URL of a standalone `specgen-backend serve`. Empty: start one as a child process on loopback."
+    ).tag(config=True)
+    backend_token = Unicode("", help="Token of the standalone backend at backend_url.").tag(config=True)
+    backend_token_file = Unicode("", help="File holding the token of the standalone backend at backend_url.").tag(config=True)
+    candidates = Int(1, help="Candidates sampled per completion request.").tag(config=True)
+    max_tokens = Int(48, help="Most new tokens per candidate.").tag(config=True)
+    temperature = Float(0.0, help="Sampling temperature; 0 is greedy.").tag(config=True)
+
+    @default("model")
+    def _default_model(self) -> str:
+        return default_model()
+
+    def initialize_settings(self) -> None:
+        process = None
+        if not self.backend_url:
+            process = BackendProcess(model=self.model, device=self.device, dtype=self.dtype)
+        settings = CompletionSettings(candidates=self.candidates, max_tokens=self.max_tokens, temperature=self.temperature)
+
+        async def locate() -> tuple[str, str]:
+            if process is None:
+                return self.backend_url, self._standalone_token()
+            while True:
+                try:
+                    return await process.wait_listening(timeout=5), process.token
+                except asyncio.TimeoutError:
+                    if process.last_error:
+                        self.service.client.set_state(BackendState(state="starting", model=self.model, message=process.last_error))
+
+        def make_client(on_state) -> BackendClient:
+            return BackendClient(locate, model=self.model, on_state=on_state)
+
+        self.service = SpecgenService(client_factory=make_client, process=process, completion_settings=settings, log=self.log)
+        self.settings.update({"specgen": self.service})
+
+    def initialize_handlers(self) -> None:
+        self.handlers.append((r"/specgen/ws", CompletionsWebSocket))
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        self.service.ensure_started()
+
+    async def stop_extension(self) -> None:
+        await self.service.stop()
+
+    def _standalone_token(self) -> str:
+        if self.backend_token_file:
+            return Path(self.backend_token_file).expanduser().read_text().strip()
+        return self.backend_token
