@@ -44,6 +44,12 @@ def _specgen_digest():
 """
 
 
+async def ensure_setup(kernel):
+    if not getattr(kernel, "setup_done", False):
+        await kernel.run(SETUP)
+        kernel.setup_done = True
+
+
 @pytest.fixture(scope="module")
 def links_factory():
     made = []
@@ -64,7 +70,7 @@ async def specs_of(kernel, links, names, **kw):
 
 async def test_specs_of_frames_arrays_containers_callables(kernel, links_factory):
     """specs: DataFrame columns/dtypes/rows, Series, ndarray, tensor, nested containers, callables, modules."""
-    await kernel.run(SETUP)
+    await ensure_setup(kernel)
     links = links_factory(kernel)
     specs, reply = await specs_of(kernel, links, [], code="df.price * arr.sum() + len(nested) + area(2) + t + s + np + nope")
     df = specs["df"]
@@ -82,6 +88,7 @@ async def test_specs_of_frames_arrays_containers_callables(kernel, links_factory
 
 async def test_specs_of_ten_million_rows_within_budget(kernel, links_factory):
     """specs: a 10-million-row frame is described within the budget, with its rows counted, not copied."""
+    await ensure_setup(kernel)
     await kernel.run("big = pd.DataFrame({'a': np.arange(10_000_000), 'b': np.zeros(10_000_000, dtype=np.int32)})")
     links = links_factory(kernel)
     start = time.perf_counter()
@@ -95,6 +102,7 @@ async def test_specs_of_ten_million_rows_within_budget(kernel, links_factory):
 
 async def test_reprs_that_raise_or_hang_are_cut(kernel, links_factory):
     """specs: an object whose __repr__ raises or hangs is cut with a note; the kernel goes on."""
+    await ensure_setup(kernel)
     links = links_factory(kernel)
     specs, _ = await specs_of(kernel, links, ["bad", "slow", "xs"], budget_ms=300)
     assert specs["bad"].truncated and "ValueError: no repr for you" in specs["bad"].note
@@ -105,6 +113,7 @@ async def test_reprs_that_raise_or_hang_are_cut(kernel, links_factory):
 
 async def test_specs_answered_while_a_cell_runs(kernel, links_factory):
     """specs go through a subshell: answered during a long cell; validate then says not_validated."""
+    await ensure_setup(kernel)
     links = links_factory(kernel)
     link = await links.link(kernel.kernel_id)
     assert link.subshell_id
@@ -125,6 +134,7 @@ async def test_specs_answered_while_a_cell_runs(kernel, links_factory):
 
 async def test_validate_reports_value_output_and_assignments(kernel, links_factory):
     """validate: ran/raised with type, message and line; stdout; the last value; the assigned names."""
+    await ensure_setup(kernel)
     links = links_factory(kernel)
     ok, bad = await links.validate(
         kernel.kernel_id,
@@ -133,7 +143,7 @@ async def test_validate_reports_value_output_and_assignments(kernel, links_facto
     )
     assert ok.status == "ran" and ok.stdout == "hi\n"
     assert ok.value.kind == "dataframe" and ok.value.shape == [2, 3]
-    assert [(s.name, s.examples) for s in ok.assigned] == [("pd", "pandas"), ("total", "6.75")]
+    assert [(s.name, s.examples) for s in ok.assigned] == [("pd", "pandas"), ("total", "np.float64(6.75)")]
     assert (bad.status, bad.error_type, bad.message, bad.line) == ("raised", "KeyError", "'nope'", 2)
     assert await kernel.eval("'total' in globals()") is False
 
@@ -163,6 +173,7 @@ HOSTILE = {
 
 async def test_hostile_candidates_are_reported_and_contained(kernel, links_factory, tmp_path):
     """validate: each hostile candidate is reported; files, the kernel and the user's namespace are untouched."""
+    await ensure_setup(kernel)
     (tmp_path / "keep.txt").write_text("keep")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -210,6 +221,7 @@ async def test_hostile_candidates_are_reported_and_contained(kernel, links_facto
 
 async def test_execution_log_records_reads_and_assignments(kernel, links_factory):
     """log: each cell with the specs of the names it read before and assigned after, in order."""
+    await ensure_setup(kernel)
     await kernel.run("doubled = [x * 2 for x in xs]")
     links = links_factory(kernel)
     log = await links.execution_log(kernel.kernel_id, limit=1)
