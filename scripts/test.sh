@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run them all: Python (CPU torch 2.13.0, the package in
+# editable mode with its test extras), node packages and the labextension build, Debian's
+# chromium for the browser test. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+python3 -m pip install --quiet --upgrade pip
+python3 -m pip install --quiet "torch==2.13.0"  # the CPU build on machines without a GPU
+python3 -m pip install --quiet hatchling hatch-nodejs-version hatch-jupyter-builder "jupyterlab>=4.4,<4.7"
+jlpm install
+jlpm build
+python3 -m pip install --quiet --no-build-isolation -e ".[test]"
+jupyter labextension develop --overwrite .
+jupyter server extension enable --sys-prefix jupyter_specgen >/dev/null
+
+# The packaging check builds a wheel in a fresh virtual environment (reusing the installed
+# dependencies) and asks Jupyter whether both extensions are enabled there.
+bash scripts/check_install.sh
+
+python3 -m pytest -ra "$@"
