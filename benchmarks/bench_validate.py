@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
 
 from jupyter_client.asynchronous import AsyncKernelClient
@@ -32,7 +33,7 @@ CANDIDATES = [
 async def bench(size_mb: int, repeat: int) -> None:
     ksm = KernelSpecManager()
     autoload.install(ksm)
-    mkm = AsyncMultiKernelManager(kernel_spec_manager=ksm)
+    mkm = AsyncMultiKernelManager(kernel_spec_manager=ksm, connection_dir=tempfile.gettempdir())
     kernel_id = await mkm.start_kernel(kernel_name="python3")
     client = AsyncKernelClient()
     client.load_connection_info(mkm.get_kernel(kernel_id).get_connection_info())

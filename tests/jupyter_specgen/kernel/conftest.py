@@ -35,10 +35,11 @@ class Kernel:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def kernel():
+async def kernel(tmp_path_factory):
     ksm = KernelSpecManager()
     autoload.install(ksm)
-    mkm = AsyncMultiKernelManager(kernel_spec_manager=ksm)
+    # connection_dir: the default is the working directory, which would collect connection files
+    mkm = AsyncMultiKernelManager(kernel_spec_manager=ksm, connection_dir=str(tmp_path_factory.mktemp("kernels")))
     kernel_id = await mkm.start_kernel(kernel_name="python3")
     km = mkm.get_kernel(kernel_id)
     client = AsyncKernelClient()

@@ -231,11 +231,11 @@ async def test_execution_log_records_reads_and_assignments(kernel, links_factory
     assert [(s.name, s.examples) for s in entry.assigned] == [("doubled", "[2, 4, ... 1 more]")]  # two example items in the log
 
 
-async def test_kernel_without_the_extension_gives_no_link(kernel):
+async def test_kernel_without_the_extension_gives_no_link(kernel, tmp_path):
     """A kernel without the comm target: no specs (None) and not_validated verdicts, quickly and without errors."""
     from jupyter_client.multikernelmanager import AsyncMultiKernelManager
 
-    mkm = AsyncMultiKernelManager()  # no autoload
+    mkm = AsyncMultiKernelManager(connection_dir=str(tmp_path))  # no autoload
     kernel_id = await mkm.start_kernel(kernel_name="python3")
     try:
         links = KernelLinks(mkm, connect_timeout_s=20)
