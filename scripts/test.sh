@@ -13,11 +13,14 @@ fi
 
 python3 -m pip install --quiet --upgrade pip
 python3 -m pip install --quiet "torch==2.13.0"  # the CPU build on machines without a GPU
-python3 -m pip install --quiet hatchling hatch-nodejs-version hatch-jupyter-builder "jupyterlab>=4.4,<4.7"
+python3 -m pip install --quiet hatchling editables hatch-nodejs-version hatch-jupyter-builder "jupyterlab>=4.4,<4.7"
 jlpm install
 jlpm build
+# An editable install copies the labextension just built into share/jupyter/labextensions; a
+# symlink left there by `jupyter labextension develop` would make pip fail, so it goes first.
+labext_dir="$(python3 -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/jupyter-specgen"
+[ -L "$labext_dir" ] && rm "$labext_dir"
 python3 -m pip install --quiet --no-build-isolation -e ".[test]"
-jupyter labextension develop --overwrite .
 jupyter server extension enable --sys-prefix jupyter_specgen >/dev/null
 
 # The packaging check builds a wheel in a fresh virtual environment (reusing the installed
