@@ -248,7 +248,9 @@ class AdapterBank:
                 raise AdapterError(f"cannot load fLoRA adapter {name!r}: {exc}") from exc
             kind, modules = "flora", {k: (a, b, scale) for k, (a, b) in pairs.items()}
         else:
-            raise AdapterError(f"adapter {name!r} has peft_type {meta.get('peft_type')!r}: only LORA and FLORA are served")
+            raise AdapterError(
+                f"adapter {name!r} has peft_type {meta.get('peft_type')!r}: only LORA and FLORA are served"
+            )
         if not modules:
             raise AdapterError(f"adapter {name!r} in {path} holds no weights")
         for module, (w_in, w_out, _) in modules.items():
@@ -284,7 +286,9 @@ class AdapterBank:
         modules = {}
         for module, pair in pairs.items():
             if set(pair) != {"A", "B"}:
-                raise AdapterError(f"adapter {name!r} has only lora_{next(iter(pair))} for {module!r}; the file is incomplete")
+                raise AdapterError(
+                    f"adapter {name!r} has only lora_{next(iter(pair))} for {module!r}; the file is incomplete"
+                )
             r = pair["A"].shape[0]
             a = alpha_pattern[_pattern_key(alpha_pattern, module)] if _pattern_key(alpha_pattern, module) else alpha
             # PEFT's scaling: alpha/r, or alpha/sqrt(r) for rsLoRA, with r and alpha per module.

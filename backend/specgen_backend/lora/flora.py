@@ -136,7 +136,9 @@ def read_flora(path: str | os.PathLike, meta: dict) -> tuple[dict[str, tuple[tor
     out = {}
     for name, pair in modules.items():
         if set(pair) != {"flora_in", "flora_out"}:
-            raise ValueError(f"fLoRA adapter has only {sorted(pair)} for {name!r}: both flora_in and flora_out are needed")
+            raise ValueError(
+                f"fLoRA adapter has only {sorted(pair)} for {name!r}: both flora_in and flora_out are needed"
+            )
         if pair["flora_in"].shape[0] != r or pair["flora_out"].shape[1] != r:
             raise ValueError(f"fLoRA tensors of {name!r} do not have rank r={r} from adapter_config.json")
         out[name] = (pair["flora_in"], pair["flora_out"])

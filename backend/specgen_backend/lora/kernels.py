@@ -277,7 +277,8 @@ def lora_expand(
         meta.sorted_token_ids, meta.segment_slots, meta.segment_starts, meta.segment_lengths,
         n,
         buf.stride(0), lora_b.stride(0), lora_b.stride(1), y.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=_block_r(max_rank), PRECISION=_precision(lora_b.dtype), UPCAST=_interpreting(),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=_block_r(max_rank),
+        PRECISION=_precision(lora_b.dtype), UPCAST=_interpreting(),
     )  # fmt: skip
 
 
@@ -308,7 +309,9 @@ def flora_add(
     num_slots, max_rank, k = flora_in.shape
     n = w0.shape[0]
     _check_common(x, scales, ranks, meta, num_slots)
-    assert w0.shape == (n, k) and w0.is_contiguous() and w0.dtype == x.dtype, "w0 must be contiguous (N, K) of x's dtype"
+    assert w0.shape == (n, k) and w0.is_contiguous() and w0.dtype == x.dtype, (
+        "w0 must be contiguous (N, K) of x's dtype"
+    )
     assert flora_in.is_contiguous() and flora_in.dtype == x.dtype, "flora_in must be contiguous and of x's dtype"
     assert flora_out.shape == (num_slots, n, max_rank) and flora_out.is_contiguous(), "flora_out must be (S, N, R)"
     assert y.shape == (meta.num_tokens, n) and y.is_contiguous(), f"y must be contiguous ({meta.num_tokens}, {n})"

@@ -35,18 +35,12 @@ class SegmentMetadata:
     segment_lengths: torch.Tensor  # (S,) int32, tokens in each segment
     max_segment_length: int  # longest segment: sizes the kernels' grid along tokens
     num_tokens: int  # T
+    active_token_ids: torch.Tensor  # (A,) int64, tokens that carry an adapter, grouped by slot (torch path)
 
     @property
     def num_segments(self) -> int:
         """Number of distinct adapter slots in use this step (base-model tokens excluded)."""
         return int(self.segment_slots.shape[0])
-
-    @property
-    def active_token_ids(self) -> torch.Tensor:
-        """(A,) int64 indices of tokens that carry an adapter, grouped by slot."""
-        total = int(self.segment_lengths.sum().item()) if self.num_segments else 0
-        skip = self.num_tokens - total  # NO_ADAPTER sorts first
-        return self.sorted_token_ids[skip:].long()
 
     @classmethod
     def from_token_slots(cls, token_slots: torch.Tensor) -> "SegmentMetadata":
@@ -60,7 +54,9 @@ class SegmentMetadata:
         starts = torch.cumsum(counts, 0) - counts
         keep = unique != NO_ADAPTER
         unique, counts, starts = unique[keep], counts[keep], starts[keep]
-        max_len = int(counts.max().item()) if counts.numel() else 0
+        lengths = counts.tolist()  # host syncs (here and the masking above) happen once per step
+        max_len = max(lengths, default=0)
+        skip = num_tokens - sum(lengths)  # NO_ADAPTER (-1) sorts first
         return cls(
             token_slots=slots,
             sorted_token_ids=order.contiguous(),
@@ -69,6 +65,7 @@ class SegmentMetadata:
             segment_lengths=counts.to(torch.int32).contiguous(),
             max_segment_length=max_len,
             num_tokens=num_tokens,
+            active_token_ids=order[skip:].long(),
         )
 
     @classmethod

@@ -43,8 +43,11 @@ PEFT_ADAPTERS = {
     "all-r1": dict(r=1, lora_alpha=2, target_modules="all-linear"),
     "mlp-r64-rs": dict(r=64, lora_alpha=32, target_modules=["gate_proj", "up_proj", "down_proj"], use_rslora=True),
     "attn-patterns": dict(
-        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        rank_pattern={"layers.0.self_attn.q_proj": 16}, alpha_pattern={"o_proj": 3},
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        rank_pattern={"layers.0.self_attn.q_proj": 16},
+        alpha_pattern={"o_proj": 3},
     ),  # fmt: skip
     "layer1-r16": dict(r=16, lora_alpha=16, target_modules=["k_proj", "o_proj", "down_proj"], layers_to_transform=[1]),
 }
@@ -62,7 +65,9 @@ class PeftFixture:
             from peft import PeftModel
 
             names = list(self.folders)
-            model = PeftModel.from_pretrained(copy.deepcopy(self.base), str(self.folders[names[0]]), adapter_name=names[0])
+            model = PeftModel.from_pretrained(
+                copy.deepcopy(self.base), str(self.folders[names[0]]), adapter_name=names[0]
+            )
             for name in names[1:]:
                 model.load_adapter(str(self.folders[name]), adapter_name=name)
             self._peft = model.eval()

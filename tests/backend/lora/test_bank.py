@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-
 from specgen_backend.lora import AdapterBank, AdapterBankConfig, AdapterError
 
 from .conftest import DEVICE

@@ -12,7 +12,6 @@ import copy
 
 import pytest
 import torch
-
 from specgen_backend.lora import AdapterBank, AdapterBankConfig
 
 from .conftest import DEVICE, PEFT_ADAPTERS
@@ -53,7 +52,7 @@ def test_mixed_prefill_logits_match_peft_row_by_row(peft_fixture, backend):
     ids, mask = ids.to(DEVICE), mask.to(DEVICE)
     with bank.rows(ROWS):
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-    for i, (adapter, n) in enumerate(zip(ROWS, lengths)):
+    for i, (adapter, n) in enumerate(zip(ROWS, lengths, strict=True)):
         want = _peft_row(peft_model, adapter, input_ids=ids[i : i + 1, :n])[0]
         torch.testing.assert_close(logits[i, :n], want, atol=1e-4, rtol=0, msg=lambda m: f"row {i} ({adapter}): {m}")
         if adapter is not None:  # the adapter really changes this row, so the comparison means something
@@ -80,14 +79,18 @@ def test_greedy_decode_of_mixed_batch_matches_peft_alone(peft_fixture, backend):
         out = model.generate(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), **options)[:, width:]
     assert out.shape == (8, 32)
     alone = []
-    for adapter, p in zip(ROWS, prompts):
+    for adapter, p in zip(ROWS, prompts, strict=True):
         row = p[None].to(DEVICE)
         if adapter is None:
             with peft_model.disable_adapter():
-                alone.append(peft_model.generate(input_ids=row, attention_mask=torch.ones_like(row), **options)[0, len(p) :])
+                alone.append(
+                    peft_model.generate(input_ids=row, attention_mask=torch.ones_like(row), **options)[0, len(p) :]
+                )
         else:
             peft_model.set_adapter(adapter)
-            alone.append(peft_model.generate(input_ids=row, attention_mask=torch.ones_like(row), **options)[0, len(p) :])
+            alone.append(
+                peft_model.generate(input_ids=row, attention_mask=torch.ones_like(row), **options)[0, len(p) :]
+            )
     for i, adapter in enumerate(ROWS):
         assert out[i].tolist() == alone[i].tolist(), f"row {i} ({adapter}) decoded differently"
     # Different adapters on the same model must not all decode alike (else the test proves little).

@@ -13,7 +13,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from specgen_backend.lora import AdapterBank, AdapterBankConfig, AdapterError
 from specgen_backend.lora.flora import FLoRAConfig, FLoRALinear, add_flora, save_flora
 
@@ -130,7 +129,7 @@ def test_greedy_decode_with_flora_rows_matches_formula(peft_fixture, flora_fixtu
     options = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0, eos_token_id=None)
     with bank.rows(ROWS):
         out = model.generate(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), **options)[:, width:]
-    for i, (adapter, p) in enumerate(zip(ROWS, prompts)):
+    for i, (adapter, p) in enumerate(zip(ROWS, prompts, strict=True)):
         if adapter == "qv-r8":
             continue  # covered against PEFT in test_bank_peft
         row = p[None].to(DEVICE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from specgen_backend.lora import kernels, reference
 from specgen_backend.lora.metadata import SegmentMetadata
 
@@ -100,7 +99,11 @@ def test_empty_and_all_base_batches_are_noops(impl):
         t = slots.shape[0]
         x, y = torch.randn(t, 32, device=DEVICE), torch.randn(t, 16, device=DEVICE)
         y0 = y.clone()
-        a, b, w0 = torch.randn(2, 16, 32, device=DEVICE), torch.randn(2, 16, 16, device=DEVICE), torch.randn(16, 32, device=DEVICE)
+        a, b, w0 = (
+            torch.randn(2, 16, 32, device=DEVICE),
+            torch.randn(2, 16, 16, device=DEVICE),
+            torch.randn(16, 32, device=DEVICE),
+        )
         sc, rk = torch.ones(2, device=DEVICE), torch.full((2,), 16, dtype=torch.int32, device=DEVICE)
         impl.lora_expand(y, impl.lora_shrink(x, a, sc, rk, meta), b, rk, meta)
         impl.flora_add(y, x, w0, a, b.transpose(1, 2).contiguous(), sc, rk, meta)

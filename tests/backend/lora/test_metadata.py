@@ -1,7 +1,6 @@
 """SegmentMetadata: tokens sorted by slot into segments, base-model tokens left out."""
 
 import torch
-
 from specgen_backend.lora.metadata import SegmentMetadata
 
 
