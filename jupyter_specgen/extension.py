@@ -13,11 +13,13 @@ from typing import Optional
 
 from jupyter_server.extension.application import ExtensionApp
 from specgen_backend.cli import default_model
-from traitlets import Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 
 from .backend_client import BackendClient, BackendState
 from .backend_process import BackendProcess
 from .completions.pipeline import CompletionSettings
+from .kernel import autoload
+from .kernel_client import KernelLinks
 from .protocol import Status
 from .routes import CompletionsWebSocket
 
@@ -27,8 +29,17 @@ __all__ = ["SpecgenExtension", "SpecgenService"]
 class SpecgenService:
     """What the handlers share: the backend client, its child process, the open tabs."""
 
-    def __init__(self, *, client_factory, process: Optional[BackendProcess], completion_settings: CompletionSettings, log):
+    def __init__(
+        self,
+        *,
+        client_factory,
+        process: Optional[BackendProcess],
+        kernels: Optional[KernelLinks],
+        completion_settings: CompletionSettings,
+        log,
+    ):
         self.process = process
+        self.kernels = kernels
         self.completion_settings = completion_settings
         self.log = log
         self._subscribers: set = set()
@@ -50,6 +61,8 @@ class SpecgenService:
 
     async def stop(self) -> None:
         await self.client.close()
+        if self.kernels is not None:
+            await self.kernels.close()
         if self.process is not None:
             await self.process.stop()
 
@@ -84,9 +97,14 @@ class SpecgenExtension(ExtensionApp):
     ).tag(config=True)
     backend_token = Unicode("", help="Token of the standalone backend at backend_url.").tag(config=True)
     backend_token_file = Unicode("", help="File holding the token of the standalone backend at backend_url.").tag(config=True)
-    candidates = Int(1, help="Candidates sampled per completion request.").tag(config=True)
-    max_tokens = Int(48, help="Most new tokens per candidate.").tag(config=True)
-    temperature = Float(0.0, help="Sampling temperature; 0 is greedy.").tag(config=True)
+    candidates = Int(CompletionSettings.candidates, help="Candidates sampled per completion request.").tag(config=True)
+    max_tokens = Int(CompletionSettings.max_tokens, help="Most new tokens per candidate.").tag(config=True)
+    temperature = Float(CompletionSettings.temperature, help="Sampling temperature; 0 is greedy.").tag(config=True)
+    kernel_specs = Bool(
+        True, help="Ground prompts in the live kernel: load the kernel extension into new kernels and ask it for specs."
+    ).tag(config=True)
+    validate = Bool(True, help="Run each candidate in a fork of the kernel before showing it.").tag(config=True)
+    specs_budget_ms = Int(CompletionSettings.specs_budget_ms, help="Time the kernel gets to describe its variables.").tag(config=True)
 
     @default("model")
     def _default_model(self) -> str:
@@ -96,7 +114,18 @@ class SpecgenExtension(ExtensionApp):
         process = None
         if not self.backend_url:
             process = BackendProcess(model=self.model, device=self.device, dtype=self.dtype)
-        settings = CompletionSettings(candidates=self.candidates, max_tokens=self.max_tokens, temperature=self.temperature)
+        settings = CompletionSettings(
+            candidates=self.candidates,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            specs_budget_ms=self.specs_budget_ms,
+            validate=self.validate,
+        )
+        kernels = None
+        if self.kernel_specs:
+            # Kernels started from now on load the kernel extension (specs, validation, log).
+            autoload.install(self.serverapp.kernel_spec_manager)
+            kernels = KernelLinks(self.serverapp.kernel_manager)
 
         async def locate() -> tuple[str, str]:
             if process is None:
@@ -111,7 +140,9 @@ class SpecgenExtension(ExtensionApp):
         def make_client(on_state) -> BackendClient:
             return BackendClient(locate, model=self.model, on_state=on_state)
 
-        self.service = SpecgenService(client_factory=make_client, process=process, completion_settings=settings, log=self.log)
+        self.service = SpecgenService(
+            client_factory=make_client, process=process, kernels=kernels, completion_settings=settings, log=self.log
+        )
         self.settings.update({"specgen": self.service})
 
     def initialize_handlers(self) -> None:

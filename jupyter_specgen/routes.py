@@ -87,6 +87,7 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
                 request,
                 user=self.current_user.username,
                 client=self.service.client,
+                kernels=self.service.kernels,
                 settings=self.service.completion_settings,
                 send=self.send,
             )

@@ -1,0 +1,63 @@
+"""Completions grounded in a live kernel started by the Jupyter server: specs in the prompt,
+candidates validated in a fork and carrying their verdict to the browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from jupyter_specgen.completions.pipeline import CompletionSettings, _grounded_context
+from jupyter_specgen.protocol import PROTOCOL_VERSION, Cell, Complete
+
+
+async def _kernel_with_frame(jp_fetch, jp_serverapp) -> str:
+    """Start a kernel through the REST API (so the server's autoload applies) and define a frame."""
+    reply = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(reply.body)["id"]
+    km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    client = AsyncKernelClient()
+    client.load_connection_info(km.get_connection_info(session=False))
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        code = "import pandas as pd\nsales = pd.DataFrame({'price': [1.5, 2.0], 'units': [3, 4]})"
+        reply = await client.execute_interactive(code, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+    return kernel_id
+
+
+async def test_prompt_carries_the_kernels_dataframe_schema(jp_fetch, jp_serverapp):
+    """The context sent to the model holds the live frame's columns and dtypes."""
+    kernel_id = await _kernel_with_frame(jp_fetch, jp_serverapp)
+    service = jp_serverapp.web_app.settings["specgen"]
+    cells = [Cell("code", "sales = load()"), Cell("code", "")]
+    request = Complete(id=1, path="a.ipynb", cell_id="c", prefix="sales.", cells=cells, active=1, kernel_id=kernel_id)
+    context = await _grounded_context(request, service.kernels, kernel_id, CompletionSettings(specs_budget_ms=2000))
+    assert "price" in context.preamble and "float64" in context.preamble, context.preamble
+    assert "units" in context.cells[0].source  # the schema comes after the defining cell
+
+
+async def test_items_carry_validation_verdicts(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """With a kernel, every item says whether it ran or raised in a fork; none is left unvalidated."""
+    kernel_id = await _kernel_with_frame(jp_fetch, jp_serverapp)
+    ws = await jp_ws_fetch("specgen", "ws")
+    while json.loads(await asyncio.wait_for(ws.read_message(), 120))["state"] != "ready":
+        pass
+    frame = {
+        "type": "complete", "version": PROTOCOL_VERSION, "id": 1, "path": "a.ipynb", "cell_id": "c",
+        "prefix": "total = sales.", "suffix": "", "cells": [{"cell_type": "code", "source": ""}], "active": 0,
+        "kernel_id": kernel_id,
+    }  # fmt: skip
+    ws.write_message(json.dumps(frame))
+    while True:
+        reply = json.loads(await asyncio.wait_for(ws.read_message(), 120))
+        if reply.get("reply_to") == 1 and reply["type"] in ("done", "error"):
+            break
+    assert reply["type"] == "done", reply
+    assert reply["items"]
+    assert {item["verdict"] for item in reply["items"]} <= {"ran", "raised"}, reply["items"]
+    ws.close()
