@@ -35,7 +35,10 @@ class SegmentMetadata:
     segment_lengths: torch.Tensor  # (S,) int32, tokens in each segment
     max_segment_length: int  # longest segment: sizes the kernels' grid along tokens
     num_tokens: int  # T
-    active_token_ids: torch.Tensor  # (A,) int64, tokens that carry an adapter, grouped by slot (torch path)
+    # For the torch path, which pads each segment to max_segment_length and runs one bmm:
+    active_token_ids: torch.Tensor  # (A,) int64, tokens that carry an adapter, grouped by slot
+    active_segment_ids: torch.Tensor  # (A,) int64, segment of each of those tokens
+    active_positions: torch.Tensor  # (A,) int64, its position inside its segment
 
     @property
     def num_segments(self) -> int:
@@ -57,6 +60,10 @@ class SegmentMetadata:
         lengths = counts.tolist()  # host syncs (here and the masking above) happen once per step
         max_len = max(lengths, default=0)
         skip = num_tokens - sum(lengths)  # NO_ADAPTER (-1) sorts first
+        segment_ids = torch.repeat_interleave(torch.arange(len(lengths), device=slots.device), counts)
+        positions = torch.arange(segment_ids.shape[0], device=slots.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
         return cls(
             token_slots=slots,
             sorted_token_ids=order.contiguous(),
@@ -66,6 +73,8 @@ class SegmentMetadata:
             max_segment_length=max_len,
             num_tokens=num_tokens,
             active_token_ids=order[skip:].long(),
+            active_segment_ids=segment_ids,
+            active_positions=positions.long(),
         )
 
     @classmethod

@@ -1,8 +1,11 @@
 """Torch reference ops (gather + bmm) with the signatures of ``kernels.py``.
 
 They run anywhere torch runs: the backend uses them on CPU, and the tests use them as the oracle
-the Triton kernels must match. Each gathers the adapter weights of every token that carries one
-(``weights[slot_of_token]``) and does one batched matmul; base-model tokens are skipped.
+the Triton kernels must match. Like the kernels they work per segment: each segment's tokens are
+gathered into one zero-padded block ``(S, L, K)`` (``L`` = longest segment), each segment's adapter
+weights are gathered once ``(S, R, K)``, and one ``bmm`` does all segments. Gathering weights per
+token instead would copy an adapter once per token, which makes prefill tens of times slower.
+Base-model tokens are skipped.
 """
 
 from __future__ import annotations
@@ -14,9 +17,21 @@ from .metadata import SegmentMetadata
 __all__ = ["lora_shrink", "lora_expand", "flora_add"]
 
 
-def _rank_mask(ranks: torch.Tensor, slots: torch.Tensor, max_rank: int) -> torch.Tensor:
-    # (A, R) bool: which rank columns each token's adapter really has (the rest is padding).
-    return torch.arange(max_rank, device=ranks.device)[None, :] < ranks[slots][:, None]
+def _rank_mask(ranks: torch.Tensor, meta: SegmentMetadata, max_rank: int) -> torch.Tensor:
+    # (S, R) bool: which rank columns each segment's adapter really has (the rest is padding).
+    return torch.arange(max_rank, device=ranks.device)[None, :] < ranks[meta.segment_slots.long()][:, None]
+
+
+def _pad(meta: SegmentMetadata, rows: torch.Tensor) -> torch.Tensor:
+    # (A, D) rows grouped by segment → (S, L, D), zero where a segment is shorter than L.
+    out = rows.new_zeros(meta.num_segments, meta.max_segment_length, rows.shape[1])
+    out[meta.active_segment_ids, meta.active_positions] = rows
+    return out
+
+
+def _unpad(meta: SegmentMetadata, blocks: torch.Tensor) -> torch.Tensor:
+    # (S, L, D) → (A, D) in the order of meta.active_token_ids.
+    return blocks[meta.active_segment_ids, meta.active_positions]
 
 
 def lora_shrink(
@@ -25,14 +40,13 @@ def lora_shrink(
     """Torch twin of ``kernels.lora_shrink``: (T, K) → (T, R) float32."""
     max_rank = lora_a.shape[1]
     out = torch.zeros(x.shape[0], max_rank, dtype=torch.float32, device=x.device)  # (T, R)
-    tok = meta.active_token_ids
-    if tok.numel() == 0:
+    if meta.num_segments == 0:
         return out
-    slots = meta.token_slots[tok].long()  # (A,)
-    a = lora_a[slots]  # (A, R, K)
-    h = torch.bmm(a, x[tok].unsqueeze(2)).squeeze(2).float()  # (A, R)
-    h = h * _rank_mask(ranks, slots, max_rank) * scales[slots][:, None]
-    out[tok] = h
+    seg_slots = meta.segment_slots.long()
+    a = lora_a[seg_slots] * _rank_mask(ranks, meta, max_rank)[:, :, None]  # (S, R, K)
+    h = torch.bmm(_pad(meta, x[meta.active_token_ids]), a.transpose(1, 2)).float()  # (S, L, R)
+    h = h * scales[seg_slots][:, None, None]
+    out[meta.active_token_ids] = _unpad(meta, h)
     return out
 
 
@@ -41,12 +55,12 @@ def lora_expand(
 ) -> None:
     """Torch twin of ``kernels.lora_expand``: y (T, N) += buf (T, R) @ B[slot]ᵀ, in place."""
     max_rank = lora_b.shape[2]
-    tok = meta.active_token_ids
-    if tok.numel() == 0:
+    if meta.num_segments == 0:
         return
-    slots = meta.token_slots[tok].long()
-    h = (buf[tok] * _rank_mask(ranks, slots, max_rank)).to(lora_b.dtype)  # (A, R)
-    delta = torch.bmm(lora_b[slots], h.unsqueeze(2)).squeeze(2)  # (A, N)
+    tok = meta.active_token_ids
+    b = lora_b[meta.segment_slots.long()] * _rank_mask(ranks, meta, max_rank)[:, None, :]  # (S, N, R)
+    h = _pad(meta, buf[tok].to(lora_b.dtype))  # (S, L, R)
+    delta = _unpad(meta, torch.bmm(h, b.transpose(1, 2)))  # (A, N)
     y[tok] = (y[tok].float() + delta.float()).to(y.dtype)
 
 
@@ -62,13 +76,12 @@ def flora_add(
 ) -> None:
     """Torch twin of ``kernels.flora_add``: y[t] += s · Σ_j out[:, j] ∘ (W0 (in[j] ∘ x[t]))."""
     max_rank = flora_in.shape[1]
-    tok = meta.active_token_ids
-    if tok.numel() == 0:
+    if meta.num_segments == 0:
         return
-    slots = meta.token_slots[tok].long()
-    mask = _rank_mask(ranks, slots, max_rank)  # (A, R)
-    xs = x[tok].unsqueeze(1) * flora_in[slots]  # (A, R, K): each token scaled by each rank's input vector
-    z = (xs @ w0.T).float()  # (A, R, N): R passes through the base weight
-    out = flora_out[slots].float().transpose(1, 2) * mask[:, :, None]  # (A, R, N)
-    delta = (z * out).sum(1) * scales[slots][:, None]  # (A, N)
-    y[tok] = (y[tok].float() + delta).to(y.dtype)
+    tok = meta.active_token_ids
+    seg_slots = meta.segment_slots.long()
+    xs = _pad(meta, x[tok])[:, None] * flora_in[seg_slots][:, :, None, :]  # (S, R, L, K): each rank's input scaling
+    z = (xs @ w0.T).float()  # (S, R, L, N): R passes through the base weight
+    out = flora_out[seg_slots].float().transpose(1, 2) * _rank_mask(ranks, meta, max_rank)[:, :, None]  # (S, R, N)
+    delta = (z * out[:, :, None, :]).sum(1) * scales[seg_slots][:, None, None]  # (S, L, N)
+    y[tok] = (y[tok].float() + _unpad(meta, delta)).to(y.dtype)

@@ -14,7 +14,9 @@ def test_segments_group_tokens_by_slot_in_order():
     assert ids[starts[0] : starts[0] + 2] == [2, 4]
     assert ids[starts[1] : starts[1] + 3] == [0, 3, 6]
     assert meta.max_segment_length == 3
-    assert sorted(meta.active_token_ids.tolist()) == [0, 2, 3, 4, 6]
+    assert meta.active_token_ids.tolist() == [2, 4, 0, 3, 6]
+    assert meta.active_segment_ids.tolist() == [0, 0, 1, 1, 1]
+    assert meta.active_positions.tolist() == [0, 1, 0, 1, 2]
 
 
 def test_empty_and_base_only():
