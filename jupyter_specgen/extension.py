@@ -74,13 +74,19 @@ class SpecgenService:
 
     def browser_status(self) -> Status:
         s = self.client.state
-        return Status(reply_to=None, state=s.state, model=s.model, device=s.device, message=s.message)  # type: ignore[arg-type]
+        return Status(reply_to=None, state=s.state, model=_display_name(s.model), device=s.device, message=s.message)  # type: ignore[arg-type]
 
     def _broadcast(self, state: BackendState) -> None:
         self.log.info("model backend: %s %s %s", state.state, state.model, state.message)
         status = self.browser_status()
         for handler in list(self._subscribers):
             handler.send(status)
+
+
+def _display_name(model: str) -> str:
+    """A hub id as it is; a local folder by its name (the status bar has little room)."""
+    path = Path(model).expanduser()
+    return path.name if model and path.is_dir() else model
 
 
 class SpecgenExtension(ExtensionApp):

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -54,10 +55,10 @@ async def test_extension_is_enabled(jp_serverapp):
     assert _service(jp_serverapp).process is not None
 
 
-async def test_complete_streams_chunks_and_ends_with_done(jp_serverapp, jp_ws_fetch):
+async def test_complete_streams_chunks_and_ends_with_done(jp_serverapp, jp_ws_fetch, tiny_model):
     """A completion request through the server gets streamed chunks and a final `done`."""
     ws, status = await _open(jp_ws_fetch)
-    assert status["model"] and status["device"] == "cpu"
+    assert status["model"] == Path(tiny_model).name and status["device"] == "cpu"  # a folder is shown by its name
     ws.write_message(_complete(1))
     frames = await _final(ws, 1)
     assert frames[-1]["type"] == "done", frames[-1]
