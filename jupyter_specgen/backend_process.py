@@ -107,20 +107,44 @@ class BackendProcess:
             *args, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
         )
         log.info("started backend pid %s for model %s", proc.pid, self.model)
+        drain = None
         try:
             assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), LISTEN_TIMEOUT_S)
-            if line:
-                event = json.loads(line)
-                self.url = event["url"]
+            self.url = await asyncio.wait_for(_listening_url(proc.stdout, proc.pid), LISTEN_TIMEOUT_S)
+            if self.url:
                 self._listening.set()
                 log.info("backend pid %s listening at %s", proc.pid, self.url)
+                # Anything a library prints later must not fill the pipe and block the child.
+                drain = asyncio.create_task(_forward(proc.stdout, proc.pid))
             code = await proc.wait()
         except asyncio.TimeoutError:
-            proc.kill()
-            code = await proc.wait()
+            log.error("backend pid %s did not report listening within %.0f s", proc.pid, LISTEN_TIMEOUT_S)
         finally:
             self._listening.clear()
+            if proc.returncode is None:  # timed out, or this task was cancelled: never leave it behind
+                proc.kill()
+            code = await proc.wait()
+            if drain is not None:
+                await drain
         self.last_error = f"backend process exited with code {code}"
         if self.on_exit is not None and not self._stopping:
             self.on_exit(self.last_error)
+
+
+async def _listening_url(stream: asyncio.StreamReader, pid: int) -> str:
+    """The URL of the child's ``{"event": "listening"}`` line ("" if it exits first)."""
+    while line := await stream.readline():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and event.get("event") == "listening":
+            return str(event["url"])
+        log.info("backend pid %s: %s", pid, line.decode(errors="replace").rstrip())
+    return ""
+
+
+async def _forward(stream: asyncio.StreamReader, pid: int) -> None:
+    """Log what the child writes to stdout after its start-up line, until it exits."""
+    while line := await stream.readline():
+        log.info("backend pid %s: %s", pid, line.decode(errors="replace").rstrip())
