@@ -1,0 +1,151 @@
+"""Compare adapters on held-out examples: greedy completions, exact match and edit similarity.
+
+Completions are generated with the serving prompt (``examples.render``) and cut at the serving
+stop strings, so the numbers describe what the user would have been shown. Sampling across
+several adapters in one batch (``sample``) uses PEFT's mixed-adapter batches: each row names its
+adapter, as the serving bank does.
+
+The executable rate (running each completion in a fork of a kernel holding the notebook's data)
+needs the Jupyter side's validator and is not computed here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..prompt import find_stop
+from .examples import TrainingExample, render
+from .train import BaseModel
+
+__all__ = ["Metrics", "edit_similarity", "load_adapters", "complete", "sample", "evaluate", "not_worse"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    exact_match: float  # share of completions equal to the target (whitespace-trimmed)
+    edit_similarity: float  # mean difflib ratio between completion and target, in [0, 1]
+    count: int
+    predictions: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        return {"exact_match": self.exact_match, "edit_similarity": self.edit_similarity, "count": self.count}
+
+
+def edit_similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def load_adapters(base: BaseModel, adapters: dict[str, str | Path]):
+    """A PEFT model over ``base`` (shared weights, not copied) with the named adapters loaded."""
+    from peft import PeftModel
+
+    items = list(adapters.items())
+    if not items:
+        return base.model
+    name, path = items[0]
+    model = PeftModel.from_pretrained(base.model, str(path), adapter_name=name)
+    for name, path in items[1:]:
+        model.load_adapter(str(path), adapter_name=name)
+    model.eval()
+    return model
+
+
+def _unload(model, base: BaseModel) -> None:
+    # PeftModel.from_pretrained injects LoRA layers into the shared base model in place; take
+    # them out again so the next caller sees the plain base.
+    if model is not base.model:
+        model.unload()
+
+
+def _prompts(base: BaseModel, examples: Sequence[TrainingExample], max_prompt_tokens: int):
+    tok = base.tokenizer
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    return [render(e, fim=base.fim, count_tokens=count, max_prompt_tokens=max_prompt_tokens) for e in examples]
+
+
+def _generate(base: BaseModel, model, prompts: list[str], stops: list[tuple[str, ...]], *, max_new_tokens: int,
+              temperature: float, seed: int, adapter_names: Optional[list[str]] = None) -> list[str]:
+    import torch
+
+    tok = base.tokenizer
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(base.device)
+    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        kwargs.update(do_sample=False)
+    if adapter_names is not None:
+        kwargs["adapter_names"] = adapter_names
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(**enc, **kwargs)  # (B, T_prompt + T_new)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    cut = []
+    for text, stop in zip(texts, stops):
+        k = find_stop(text, stop)
+        cut.append((text if k < 0 else text[:k]).strip("\n"))
+    return cut
+
+
+def complete(base: BaseModel, adapter: Optional[str | Path], examples: Sequence[TrainingExample], *,
+             max_new_tokens: int = 48, max_prompt_tokens: int = 384, batch_size: int = 1) -> list[str]:
+    """Greedy completion of each example with ``adapter`` (``None``: the base model).
+
+    One prompt per batch by default: left padding shifts positions in some models' ``generate``,
+    which changes what small models write; the serving engine does not pad that way.
+    """
+    with base.lock:
+        return _complete(base, adapter, examples, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                         batch_size=batch_size)
+
+
+def _complete(base, adapter, examples, *, max_new_tokens, max_prompt_tokens, batch_size):
+    model = load_adapters(base, {"candidate": adapter} if adapter is not None else {})
+    try:
+        rendered = _prompts(base, examples, max_prompt_tokens)
+        out: list[str] = []
+        for i in range(0, len(rendered), batch_size):
+            chunk = rendered[i: i + batch_size]
+            out.extend(_generate(base, model, [p for p, _ in chunk], [s for _, s in chunk],
+                                 max_new_tokens=max_new_tokens, temperature=0.0, seed=0))
+        return out
+    finally:
+        _unload(model, base)
+
+
+def sample(base: BaseModel, adapters: dict[str, str | Path], example: TrainingExample, rows: Sequence[str], *,
+           temperature: float = 0.8, max_new_tokens: int = 48, max_prompt_tokens: int = 384, seed: int = 0) -> list[str]:
+    """One candidate per entry of ``rows`` (an adapter name each), all in one batch."""
+    with base.lock:
+        model = load_adapters(base, adapters)
+        try:
+            prompt, stops = _prompts(base, [example], max_prompt_tokens)[0]
+            return _generate(base, model, [prompt] * len(rows), [stops] * len(rows), max_new_tokens=max_new_tokens,
+                             temperature=temperature, seed=seed, adapter_names=list(rows))
+        finally:
+            _unload(model, base)
+
+
+def evaluate(base: BaseModel, adapter: Optional[str | Path], examples: Sequence[TrainingExample], **kwargs) -> Metrics:
+    predictions = complete(base, adapter, examples, **kwargs)
+    targets = [e.target.strip() for e in examples]
+    n = max(1, len(examples))
+    return Metrics(
+        exact_match=sum(p.strip() == t for p, t in zip(predictions, targets)) / n,
+        edit_similarity=sum(edit_similarity(p.strip(), t) for p, t in zip(predictions, targets)) / n,
+        count=len(examples),
+        predictions=predictions,
+    )
+
+
+def not_worse(new: Metrics, current: Metrics, *, tolerance: float = 1e-9) -> bool:
+    """Publish rule: neither metric drops (a tie publishes: the newer data is the user's latest)."""
+    return (new.exact_match >= current.exact_match - tolerance
+            and new.edit_similarity >= current.edit_similarity - tolerance)

@@ -1,0 +1,173 @@
+"""Fit a PEFT LoRA adapter on training examples: loss on the target tokens only.
+
+The base model is loaded once (:func:`load_base`) and copied for each adapter trained from it,
+so a variant set of K adapters does not reload weights K times. Progress goes to a callback
+``progress(step, total, loss)``; a ``threading.Event`` cancels between steps. An exception raised
+by the callback aborts the run like any other failure (tests inject crashes that way); nothing
+is written to ``out_dir`` unless training finishes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ..prompt import detect_fim
+from .examples import TrainingExample, render
+
+__all__ = ["TrainConfig", "BaseModel", "TrainingCancelled", "TrainResult", "load_base", "encode", "train_adapter",
+           "LORA_TARGETS"]
+
+log = logging.getLogger(__name__)
+
+# Attention and MLP projections of Llama/Qwen/Mistral-style models.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rank: int = 8  # LoRA rank
+    alpha: int = 16  # LoRA scale numerator (scale = alpha / rank)
+    dropout: float = 0.0  # small data sets overfit either way; dropout slows tiny runs down
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    learning_rate: float = 2e-3  # LoRA tolerates larger rates than full fine-tuning
+    steps: int = 100  # optimizer steps (the data is cycled, shuffled each pass)
+    batch_size: int = 8
+    max_prompt_tokens: int = 384  # context kept before the target (cut at the far end)
+    max_target_tokens: int = 128
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+class TrainingCancelled(Exception):
+    """The run was cancelled; nothing was published."""
+
+
+@dataclass
+class BaseModel:
+    """A loaded base model and its tokenizer, kept on the CPU or one device."""
+
+    path: str
+    model: Any
+    tokenizer: Any
+    fim: Any = None
+    # Held while adapters are injected into ``model`` in place (evaluation) or while it is copied
+    # (training), so jobs of different users sharing one base never see each other's layers.
+    lock: Any = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+
+
+def load_base(path: str | Path, *, device: str = "cpu") -> BaseModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device)
+    model.eval()
+    return BaseModel(path=str(path), model=model, tokenizer=tokenizer, fim=detect_fim(tokenizer.get_vocab()))
+
+
+def encode(base: BaseModel, example: TrainingExample, config: TrainConfig) -> tuple[list[int], list[int]]:
+    """(input ids, labels): the prompt's labels are -100 so only the target is learned."""
+    tok = base.tokenizer
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    prompt, _ = render(example, fim=base.fim, count_tokens=count, max_prompt_tokens=config.max_prompt_tokens)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"][-config.max_prompt_tokens:]
+    # The target ends with the next cell's separator's newline run so that the model learns to stop
+    # where the serving stop strings cut; EOS makes the end explicit for FIM prompts.
+    target_ids = tok(example.target.rstrip("\n") + "\n", add_special_tokens=False)["input_ids"]
+    target_ids = target_ids[: config.max_target_tokens - 1] + [tok.eos_token_id]
+    return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
+
+
+def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int, device):
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
+
+
+def peft_model(base: BaseModel, config: TrainConfig, *, adapter_name: str = "default"):
+    """A fresh copy of the base model with a new, trainable LoRA adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    with base.lock:
+        model = copy.deepcopy(base.model)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in config.target_modules if t in present]
+    if not targets:
+        raise ValueError(f"none of the LoRA target modules {config.target_modules} exist in {base.path}; "
+                         f"set TrainConfig.target_modules to names of its linear layers")
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora, adapter_name=adapter_name)
+
+
+def train_adapter(base: BaseModel, examples: Sequence[TrainingExample], out_dir: str | Path, *,
+                  config: TrainConfig = TrainConfig(), progress: Optional[Progress] = None,
+                  cancel: Optional[threading.Event] = None) -> TrainResult:
+    """Train on ``examples`` and save the adapter (PEFT format) to ``out_dir``."""
+    import torch
+
+    if not examples:
+        raise ValueError("no training examples: personalize needs at least one notebook cell that ran cleanly")
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    encoded = [encode(base, e, config) for e in examples]
+    model = peft_model(base, config)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, config.steps // 10)))  # short warm-up, then flat
+    order: list[int] = []
+    losses = []
+    pad = base.tokenizer.pad_token_id
+    for step in range(1, config.steps + 1):
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled(f"cancelled at step {step - 1} of {config.steps}")
+        batch = []
+        while len(batch) < min(config.batch_size, len(encoded)):
+            if not order:
+                order = list(range(len(encoded)))
+                rng.shuffle(order)
+            batch.append(encoded[order.pop()])
+        ids, labels, mask = _collate(batch, pad, base.device)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step, config.steps, losses[-1])
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    log.info("trained adapter on %d examples, %d steps, final loss %.4f", len(examples), config.steps, losses[-1])
+    return TrainResult(out_dir=out_dir, steps=config.steps, losses=losses)
