@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     serve.add_argument("--max-queue", type=int, default=64, help="waiting requests before 'overloaded'")
+    serve.add_argument("--max-batch", type=int, default=16, help="candidate rows decoded together in one step")
+    serve.add_argument("--max-adapters", type=int, default=8, help="adapters resident at once (least recently used evicted)")
+    serve.add_argument("--max-rank", type=int, default=64, help="largest LoRA rank an adapter slot holds")
+    serve.add_argument("--adapter-root", type=Path, help="users load adapters from ADAPTER_ROOT/<user>/... (default: no loading)")
+    serve.add_argument("--shared-adapters", type=Path, help="folder of PEFT adapter folders published to every user as shared/<name>")
     serve.add_argument("--max-new-tokens", type=int, default=128)
     serve.add_argument("--log-level", default="INFO")
     return parser
@@ -53,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Structured logs: one JSON object per line, ready for a log shipper.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get("SPECGEN_BACKEND_TOKEN", "")
     if not token:
         sys.exit("specgen-backend: a token is required: pass --token-file FILE or set SPECGEN_BACKEND_TOKEN")
@@ -65,9 +73,22 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         dtype=args.dtype,
         max_queue=args.max_queue,
+        max_batch=args.max_batch,
+        max_adapters=args.max_adapters,
+        max_rank=args.max_rank,
+        adapter_root=str(args.adapter_root) if args.adapter_root else None,
+        shared_adapters=str(args.shared_adapters) if args.shared_adapters else None,
         engine=EngineConfig(max_new_tokens=args.max_new_tokens),
     )
     asyncio.run(_serve(config))
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 async def _serve(config: BackendConfig) -> None:

@@ -6,10 +6,15 @@ nothing else of the backend). Every frame is one JSON object with a ``type`` tag
 ``reply_to``. Each request gets exactly one final answer: a ``result`` or an ``error``; ``token``
 frames may come before it.
 
-Client → backend: ``generate``, ``cancel``, ``status``.
+Client → backend: ``generate``, ``cancel``, ``status``, ``adapters_list``, ``adapter_load``,
+``adapter_delete``.
 Backend → client: ``token`` (streamed text), ``result`` (final), ``error`` (final), ``status``
 (answer to ``status``, and pushed unprompted whenever the model state changes, with
-``reply_to = None``).
+``reply_to = None``), ``adapters`` (final answer to the three adapter requests).
+
+Adapters belong to users: a request's ``user`` (the Jupyter user the server extension
+authenticated) sees, uses, loads and deletes only adapter ids of its own, plus the operator's
+shared adapters, named ``shared/<name>``.
 
 Decoding is strict about what it needs (required fields and their types) and lenient about what
 it does not (unknown fields are ignored, so an older peer can talk to a newer one within a
@@ -42,6 +47,10 @@ __all__ = [
     "ErrorInfo",
     "Error",
     "Status",
+    "AdaptersList",
+    "AdapterLoad",
+    "AdapterDelete",
+    "Adapters",
     "Message",
     "MESSAGES",
     "decode",
@@ -129,6 +138,9 @@ class Generate:
     adapters: list[str] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)  # extra stop strings beyond the cell's end
     version: int = PROTOCOL_VERSION
+    # Answer within this many milliseconds of arrival: a request still queued then gets an
+    # ``overloaded`` error; one being decoded ends with what it has (finish_reason ``length``).
+    deadline_ms: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,43 @@ class StatusRequest:
 
     type: ClassVar[str] = "status_request"
     id: Union[int, str]
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class AdaptersList:
+    """Ask which adapters ``user`` may use; answered by ``adapters``."""
+
+    type: ClassVar[str] = "adapters_list"
+    id: Union[int, str]
+    user: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class AdapterLoad:
+    """Load (or reload) the PEFT folder ``path`` as ``user``'s adapter ``name``.
+
+    ``path`` is relative to the user's folder under the backend's adapter root
+    (``<adapter-root>/<user>/<path>``); paths leaving that folder are refused.
+    """
+
+    type: ClassVar[str] = "adapter_load"
+    id: Union[int, str]
+    user: str
+    name: str
+    path: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class AdapterDelete:
+    """Unload ``user``'s adapter ``name`` from the backend (the folder on disk is left alone)."""
+
+    type: ClassVar[str] = "adapter_delete"
+    id: Union[int, str]
+    user: str
+    name: str
     version: int = PROTOCOL_VERSION
 
 
@@ -214,10 +263,26 @@ class Status:
     version: int = PROTOCOL_VERSION
 
 
-Message = Union[Generate, Cancel, StatusRequest, Token, Result, Error, Status]
+@dataclass(frozen=True)
+class Adapters:
+    """The adapters a user may use: their own (ids as they name them) and the shared ones."""
+
+    type: ClassVar[str] = "adapters"
+    reply_to: Union[int, str]
+    adapters: list[str]
+    shared: list[str]
+    version: int = PROTOCOL_VERSION
+
+
+Message = Union[
+    Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, Token, Result, Error, Status, Adapters
+]
 
 MESSAGES: Mapping[str, type] = {
-    cls.type: cls for cls in (Generate, Cancel, StatusRequest, Token, Result, Error, Status)
+    cls.type: cls
+    for cls in (
+        Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, Token, Result, Error, Status, Adapters
+    )
 }
 
 

@@ -1,10 +1,11 @@
-"""The backend's websocket server: authenticates clients, decodes frames, runs generation.
+"""The backend's websocket server: authenticates clients, decodes frames, hands work to the scheduler.
 
-One connection per Jupyter server (or per test client). Each ``generate`` runs as a task that
-hands the model work to a single worker thread (the model serves one request at a time in this
-version; requests queue in arrival order, bounded) and streams ``token`` frames back. Every
-request ends with exactly one ``result`` or ``error``; a closed connection cancels what it had
-asked for.
+One connection per Jupyter server (or per test client); the ``user`` field of each request is
+the Jupyter user that server authenticated. ``generate`` requests go to the continuous-batching
+scheduler (``scheduler.py``), whose model thread streams ``token`` frames back. Adapter requests
+run in the same model thread between decode steps. Every request ends with exactly one final
+answer; a closed connection cancels what it had asked for. ``/health`` and ``/metrics``
+(Prometheus text) are answered over plain HTTP.
 """
 
 from __future__ import annotations
@@ -12,24 +13,50 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
 from . import protocol
 from .engine import Engine, EngineConfig
 from .loading import LoadedModel, ModelUnavailable, load_model
-from .protocol import Cancel, Generate, ProtocolError, Result, Status, StatusRequest, Token, encode, error_reply
+from .metrics import Metrics
+from .protocol import (
+    AdapterDelete,
+    AdapterLoad,
+    Adapters,
+    AdaptersList,
+    Cancel,
+    Generate,
+    ProtocolError,
+    Result,
+    Status,
+    StatusRequest,
+    Token,
+    encode,
+    error_reply,
+)
+from .scheduler import Job, Overloaded, Scheduler, SchedulerConfig
 
 __all__ = ["BackendConfig", "Backend"]
 
 log = logging.getLogger(__name__)
+
+
+# User names and adapter names: one path component, no dots-only names, no separators.
+_NAME = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,127}$")
+SHARED = "shared"  # owner of the operator's adapters; no user may load or delete under it
 
 
 @dataclass(frozen=True)
@@ -41,29 +68,37 @@ class BackendConfig:
     device: str = "auto"  # auto: cuda if present, else cpu
     dtype: str = "auto"  # auto: bf16 on cuda, fp32 on cpu
     max_queue: int = 64  # requests waiting for the model before ``overloaded`` is answered
+    max_batch: int = 16  # candidate rows decoded together in one step
+    max_adapters: int = 8  # adapters resident in the bank; loading one more evicts the least recently used
+    max_rank: int = 64  # largest LoRA rank the bank holds
+    adapter_root: Optional[str] = None  # users load adapters from <adapter_root>/<user>/...; None: no loading
+    shared_adapters: Optional[str] = None  # folder of PEFT folders published to every user as shared/<name>
     max_message_bytes: int = protocol.MAX_MESSAGE_BYTES
     engine: EngineConfig = EngineConfig()
 
 
 class Backend:
-    """The model and the websocket server in front of it."""
+    """The model, its scheduler and the websocket server in front of them."""
 
     def __init__(self, config: BackendConfig, *, loaded: Optional[LoadedModel] = None):
         self.config = config
-        self._loaded = loaded
-        self._engine: Optional[Engine] = Engine(loaded, config.engine) if loaded else None
-        self._state = "ready" if loaded else "loading"
+        self.metrics = Metrics()
+        self._loaded: Optional[LoadedModel] = None
+        self._scheduler: Optional[Scheduler] = None
+        self._bank = None
+        self._state = "loading"
         self._message = ""
-        self._device = loaded.device if loaded else ""
-        # One worker: the model is not re-entrant, and a queue in front of it keeps order.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specgen-model")
-        self._waiting = 0
+        self._device = ""
+        self._preloaded = loaded
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specgen-load")
         self._connections: set[ServerConnection] = set()
         self._server: Optional[Server] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         # Frames up to 4x the protocol limit reach ``protocol.decode``, which answers
         # ``too_large``; only beyond that does the websocket layer close the connection.
         self._server = await serve(
@@ -73,8 +108,10 @@ class Backend:
             process_request=self._process_request,
             max_size=4 * self.config.max_message_bytes,
         )
-        if self._engine is None:
-            asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        if self._preloaded is not None:
+            self._ready(self._preloaded)
+        else:
+            self._loop.run_in_executor(self._executor, self._load)
 
     @property
     def url(self) -> str:
@@ -90,26 +127,42 @@ class Backend:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._scheduler is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._scheduler.stop)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _load(self) -> None:
         try:
             loaded = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype)
-            engine = Engine(loaded, self.config.engine)
+            self._ready(loaded)
         except ModelUnavailable as exc:
             log.error("%s", exc)
             self._set_state("error", str(exc))
-            return
         except Exception as exc:  # a broken model folder, a bug: report it, keep serving status
             log.exception("loading the model %s failed", self.config.model)
             self._set_state("error", f"loading the model {self.config.model!r} failed: {exc!r}")
-            return
-        self._loaded, self._engine, self._device = loaded, engine, loaded.device
+
+    def _ready(self, loaded: LoadedModel) -> None:
+        from .lora import AdapterBank, AdapterBankConfig, AdapterError
+
+        engine = Engine(loaded, self.config.engine)
+        bank = AdapterBank.attach(loaded.model, AdapterBankConfig(max_adapters=self.config.max_adapters, max_rank=self.config.max_rank))
+        if self.config.shared_adapters:
+            for folder in sorted(Path(self.config.shared_adapters).iterdir()):
+                if (folder / "adapter_config.json").is_file() and _NAME.match(folder.name):
+                    try:
+                        bank.load(f"{SHARED}/{folder.name}", folder)
+                    except AdapterError as exc:
+                        log.error("shared adapter %s not loaded: %s", folder, exc)
+        self._loaded, self._bank, self._device = loaded, bank, loaded.device
+        self._scheduler = Scheduler(engine, bank=bank, config=SchedulerConfig(max_batch=self.config.max_batch, max_queue=self.config.max_queue), metrics=self.metrics)
+        self.metrics.adapters_resident.set(len(bank.loaded()))
         self._set_state("ready", "")
 
     def _set_state(self, state: str, message: str) -> None:
-        """Record the state and push it to every client (called from the worker thread)."""
+        """Record the state and push it to every client (called from any thread)."""
         self._state, self._message = state, message
+        log.info("backend state: %s %s", state, message)
         frame = encode(self._status(None))
         for ws in list(self._connections):
             asyncio.run_coroutine_threadsafe(_send_quietly(ws, frame), self._loop)
@@ -120,10 +173,14 @@ class Backend:
     # -- connections -----------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request) -> Any:
-        """Refuse the websocket upgrade without the shared token; answer /health over HTTP."""
+        """Refuse the websocket upgrade without the shared token; answer /health and /metrics."""
         url = urlparse(request.path)
         if url.path == "/health":
             return connection.respond(HTTPStatus.OK, f"{self._state}\n")
+        if url.path == "/metrics":
+            body = self.metrics.render()
+            headers = Headers([("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", str(len(body)))])
+            return Response(HTTPStatus.OK.value, "OK", headers, body)
         header = request.headers.get("Authorization", "")
         offered = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         offered = offered or parse_qs(url.query).get("token", [""])[0]
@@ -133,8 +190,8 @@ class Backend:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        self._loop = asyncio.get_running_loop()
         self._connections.add(ws)
+        self.metrics.connections.inc()
         running: dict[Any, _Running] = {}
         try:
             await ws.send(encode(self._status(None)))
@@ -146,10 +203,11 @@ class Backend:
             log.exception("connection handler failed")
         finally:
             self._connections.discard(ws)
+            self.metrics.connections.dec()
             for job in running.values():
                 job.cancel.set()
-            for job in list(running.values()):
-                job.task.cancel()
+            if running and self._scheduler is not None:
+                self._scheduler.wake()
 
     async def _dispatch(self, ws: ServerConnection, raw, running: dict) -> None:
         try:
@@ -168,42 +226,123 @@ class Backend:
         elif isinstance(message, Cancel):
             job = running.get(message.id)
             if job is not None:
-                job.cancel.set()  # the generate task answers with ``cancelled``
+                job.cancel.set()  # the scheduler answers with ``cancelled`` within one step
+                if self._scheduler is not None:
+                    self._scheduler.wake()
         elif isinstance(message, StatusRequest):
             await ws.send(encode(self._status(message.id)))
+        elif isinstance(message, (AdaptersList, AdapterLoad, AdapterDelete)):
+            await ws.send(encode(await self._adapters(message)))
         else:
             await ws.send(encode(error_reply(getattr(message, "reply_to", None), "unknown_type", f"{message.type!r} is sent by the backend, not to it")))
+
+    # -- adapters --------------------------------------------------------------------------
+
+    def _visible(self, user: str) -> tuple[list[str], list[str]]:
+        """(the user's own adapter ids, the shared ones) among those resident."""
+        loaded = self._bank.loaded() if self._bank is not None else []
+        own = sorted(key.split("/", 1)[1] for key in loaded if key.startswith(f"{user}/"))
+        shared = sorted(key for key in loaded if key.startswith(f"{SHARED}/"))
+        return own, shared
+
+    def _resolve(self, user: str, adapter: str) -> str:
+        """The bank key of ``user``'s adapter id; ``ProtocolError`` if it is not theirs or not loaded."""
+        key = adapter if adapter.startswith(f"{SHARED}/") else f"{user}/{adapter}"
+        if self._bank is None or key not in self._bank.loaded() or (not key.startswith(f"{SHARED}/") and not _NAME.match(adapter)):
+            own, shared = self._visible(user)
+            raise ProtocolError("unknown_adapter", f"adapter {adapter!r} is not loaded for user {user!r}; available: {own + shared}")
+        return key
+
+    async def _adapters(self, message) -> Any:
+        if self._scheduler is None:
+            return error_reply(message.id, "model_unavailable", self._message or "the model is still loading; try again shortly")
+        user = message.user
+        if not _NAME.match(user) or user == SHARED:
+            return error_reply(message.id, "malformed", f"user {user!r} is not a valid user name")
+        if isinstance(message, AdapterDelete) and message.name.startswith(f"{SHARED}/"):
+            return error_reply(message.id, "unknown_adapter", f"{message.name!r} is a shared adapter; only the operator can remove it")
+        if isinstance(message, (AdapterLoad, AdapterDelete)) and not _NAME.match(message.name):
+            return error_reply(message.id, "malformed", f"adapter name {message.name!r} must be one path component of letters, digits, '_.@+-'")
+        try:
+            if isinstance(message, AdapterLoad):
+                folder = self._adapter_folder(user, message.path)
+                await asyncio.wrap_future(self._scheduler.call(lambda: self._load_adapter(f"{user}/{message.name}", folder)))
+            elif isinstance(message, AdapterDelete):
+                key = self._resolve(user, message.name)
+                await asyncio.wrap_future(self._scheduler.call(lambda: self._bank.unload(key)))
+        except ProtocolError as exc:
+            return error_reply(message.id, exc.error_type, exc.message)
+        except Exception as exc:  # AdapterError and friends: the message says how to fix it
+            from .lora import AdapterError
+
+            if not isinstance(exc, AdapterError):
+                log.exception("adapter request %r failed", message.id)
+                return error_reply(message.id, "internal", f"adapter request failed: {exc!r}")
+            return error_reply(message.id, "unknown_adapter", str(exc))
+        finally:
+            if self._bank is not None:
+                self.metrics.adapters_resident.set(len(self._bank.loaded()))
+        log.info("adapter request %s by user %r done", message.type, user)
+        own, shared = self._visible(user)
+        return Adapters(reply_to=message.id, adapters=own, shared=shared)
+
+    def _adapter_folder(self, user: str, path: str) -> Path:
+        if not self.config.adapter_root:
+            raise ProtocolError("unknown_adapter", "this backend loads no adapters from disk: the operator must start it with --adapter-root DIR")
+        base = (Path(self.config.adapter_root) / user).resolve()
+        folder = (base / path).resolve()
+        if not folder.is_relative_to(base):
+            raise ProtocolError("unknown_adapter", f"adapter path {path!r} leaves your folder; give a path inside {user}/ of the adapter root")
+        return folder
+
+    def _load_adapter(self, key: str, folder: Path) -> None:
+        """(model thread) Load, refusing to evict an adapter the running batch decodes with."""
+        bank, running = self._bank, self._scheduler.running_adapters()
+        loaded = bank.loaded()
+        if key not in loaded and len(loaded) >= self.config.max_adapters and loaded[0] in running:
+            raise ProtocolError("overloaded", "every adapter slot is in use by running requests; try again shortly")
+        bank.load(key, folder)
+
+    # -- generation ------------------------------------------------------------------------
 
     async def _generate(self, ws: ServerConnection, request: Generate, cancel: threading.Event) -> None:
         loop = asyncio.get_running_loop()
         try:
-            if self._engine is None:
+            if self._scheduler is None:
                 reason = self._message if self._state == "error" else "the model is still loading; try again shortly"
                 await ws.send(encode(error_reply(request.id, "model_unavailable", reason)))
                 return
-            if request.adapters:
-                await ws.send(encode(error_reply(request.id, "unknown_adapter", f"adapters {request.adapters} are not loaded on this backend")))
-                return
-            if self._waiting >= self.config.max_queue:
-                await ws.send(encode(error_reply(request.id, "overloaded", f"{self._waiting} requests are waiting; try again")))
+            n = max(1, min(request.n, self.config.engine.max_candidates))
+            labels = [request.adapters[i % len(request.adapters)] for i in range(n)] if request.adapters else [None] * n
+            try:
+                rows = [None if a is None else self._resolve(request.user, a) for a in labels]
+            except ProtocolError as exc:
+                await ws.send(encode(error_reply(request.id, exc.error_type, exc.message)))
                 return
             outbox: asyncio.Queue = asyncio.Queue()
+            done: asyncio.Future = loop.create_future()
 
             def emit(candidate: int, text: str) -> None:
                 loop.call_soon_threadsafe(outbox.put_nowait, Token(reply_to=request.id, candidate=candidate, text=text))
 
-            engine = self._engine
-            self._waiting += 1
-            future = loop.run_in_executor(self._executor, lambda: engine.generate(request, cancelled=cancel.is_set, emit=emit))
+            def finish(candidates, error) -> None:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result((candidates, error)))
+
+            deadline = time.monotonic() + request.deadline_ms / 1000 if request.deadline_ms is not None else None
+            job = Job(request=request, rows=rows, labels=labels, emit=emit, finish=finish, deadline=deadline, cancelled=cancel)
+            try:
+                self._scheduler.submit(job)
+            except Overloaded as exc:
+                await ws.send(encode(error_reply(request.id, "overloaded", str(exc))))
+                return
             sender = asyncio.create_task(_drain(ws, outbox))
             try:
-                candidates = await future
+                candidates, error = await done
             finally:
-                self._waiting -= 1
                 outbox.put_nowait(None)
                 await sender
-            if cancel.is_set():
-                await ws.send(encode(error_reply(request.id, "cancelled", "the request was cancelled")))
+            if error is not None:
+                await ws.send(encode(error_reply(request.id, error[0], error[1])))
             else:
                 await ws.send(encode(Result(reply_to=request.id, candidates=candidates, model=self.config.model)))
         except ConnectionClosed:
