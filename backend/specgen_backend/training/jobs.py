@@ -94,7 +94,8 @@ def personalize(base: BaseModel, store: AdapterStore, user: str, train: Sequence
             report("influence", 1, 1, 0.0)
             variants = train_variants(base, train, scores, staging / "variants", k=config.variants,
                                       config=config.variant_train or config.train, cancel=cancel,
-                                      progress=lambda s, t, loss: report("variants", s, t, loss))
+                                      progress=lambda s, t, loss: report("variants", s, t, loss),
+                                      init_adapter=candidate)
             sizes = [len(g) for g in variants.groups]
             published = store.publish(user, VARIANTS_ADAPTER, variants.folder,
                                       metrics={"groups": sizes, "k": config.variants, "trained_at": time.time()})

@@ -112,12 +112,15 @@ def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int, device):
     return ids.to(device), labels.to(device), mask.to(device)
 
 
-def peft_model(base: BaseModel, config: TrainConfig, *, adapter_name: str = "default"):
-    """A fresh copy of the base model with a new, trainable LoRA adapter."""
-    from peft import LoraConfig, get_peft_model
+def peft_model(base: BaseModel, config: TrainConfig, *, adapter_name: str = "default",
+               init_adapter: Optional[str | Path] = None):
+    """A fresh copy of the base model with a trainable LoRA adapter: new, or a copy of ``init_adapter``."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     with base.lock:
         model = copy.deepcopy(base.model)
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), adapter_name=adapter_name, is_trainable=True)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in config.target_modules if t in present]
     if not targets:
@@ -130,8 +133,11 @@ def peft_model(base: BaseModel, config: TrainConfig, *, adapter_name: str = "def
 
 def train_adapter(base: BaseModel, examples: Sequence[TrainingExample], out_dir: str | Path, *,
                   config: TrainConfig = TrainConfig(), progress: Optional[Progress] = None,
-                  cancel: Optional[threading.Event] = None) -> TrainResult:
-    """Train on ``examples`` and save the adapter (PEFT format) to ``out_dir``."""
+                  cancel: Optional[threading.Event] = None, init_adapter: Optional[str | Path] = None) -> TrainResult:
+    """Train on ``examples`` and save the adapter (PEFT format) to ``out_dir``.
+
+    ``init_adapter`` starts from an existing adapter (its rank and targets) instead of a new one.
+    """
     import torch
 
     if not examples:
@@ -139,7 +145,7 @@ def train_adapter(base: BaseModel, examples: Sequence[TrainingExample], out_dir:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     encoded = [encode(base, e, config) for e in examples]
-    model = peft_model(base, config)
+    model = peft_model(base, config, init_adapter=init_adapter)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)

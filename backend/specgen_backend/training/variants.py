@@ -77,9 +77,15 @@ class VariantSet:
 def train_variants(base: BaseModel, examples: Sequence[TrainingExample], scores, out_dir: str | Path, *, k: int,
                    config: TrainConfig = TrainConfig(),
                    progress: Optional[Callable[[int, int, float], None]] = None,
-                   cancel: Optional[threading.Event] = None) -> VariantSet:
-    """Train ``k`` adapters, one per influence group, into ``out_dir/variant-<j>``."""
-    groups = partition(scores, k, seed=config.seed)
+                   cancel: Optional[threading.Event] = None,
+                   init_adapter: Optional[str | Path] = None) -> VariantSet:
+    """Train ``k`` adapters, one per influence group, into ``out_dir/variant-<j>``.
+
+    With ``init_adapter`` (the user's adapter trained on all the data) each variant starts from it
+    and specialises on its group: a group alone is often too small to learn to write working code
+    from scratch, and a variant that only writes broken code adds no useful diversity.
+    """
+    groups = partition(scores, k, seed=config.seed, min_size=max(2, len(examples) // (2 * k)))
     out_dir = Path(out_dir)
     total = k * config.steps
     for j, group in enumerate(groups):
@@ -87,6 +93,6 @@ def train_variants(base: BaseModel, examples: Sequence[TrainingExample], scores,
             if progress is not None:
                 progress(_j * config.steps + s, total, loss)
         train_adapter(base, [examples[i] for i in group], out_dir / variant_name(j), config=config,
-                      progress=step, cancel=cancel)
+                      progress=step, cancel=cancel, init_adapter=init_adapter)
         log.info("variant %d trained on %d examples", j, len(group))
     return VariantSet(folder=out_dir, groups=groups)
