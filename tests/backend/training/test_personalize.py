@@ -95,3 +95,29 @@ def test_variants_give_more_distinct_candidates_than_one_adapter(pandas_base, al
           f"groups {report['variant_groups']}")
     assert d_across > d_single
     assert n_across > n_single
+
+
+def test_users_never_see_each_others_adapters_or_data(pandas_base, alice_examples, alice_run):
+    """Bob's job in the same store trains on his data only: his listing, files and completions carry nothing of alice's."""
+    from dataclasses import replace
+
+    from specgen_backend.training.jobs import JobManager
+
+    from .conftest import generic_examples
+
+    store, _ = alice_run
+    alice_files = sorted(p.relative_to(store.root) for p in (store.root / "alice").rglob("*"))
+    bob = [replace(e, target=e.target.replace(".dropna()", ".pipe(bob_clean)"), notebook=f"bob/{e.notebook}")
+           for e in generic_examples(40, seed=7)]
+    job = JobManager().start("bob", lambda progress, cancel: personalize(
+        pandas_base, store, "bob", bob[:32], [], progress=progress, cancel=cancel,
+        config=PersonalizeConfig(train=TrainConfig(steps=100, learning_rate=4e-3))))
+    assert job.wait(300) and job.state == "done", job.error
+    assert job.result["train_examples"] == 32
+    assert set(store.list("bob")) == {"personal"}
+    assert set(store.list("alice")) == {"personal", VARIANTS_ADAPTER}
+    assert sorted(p.relative_to(store.root) for p in (store.root / "alice").rglob("*")) == alice_files
+    bob_adapter = store.current("bob", "personal")
+    assert bob_adapter.path.is_relative_to(store.root / "bob")
+    completions = complete(pandas_base, bob_adapter.path, bob[32:])
+    assert not any("zq_tidy" in c or "\"col_" in c for c in completions), completions
