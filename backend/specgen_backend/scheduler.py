@@ -184,7 +184,9 @@ class Scheduler:
                 for user in list(self._queues):
                     queue = self._queues[user]
                     job = queue[0]
-                    if not job.cancelled.is_set() and len(job.rows) > free:
+                    # A request wider than max_batch still runs, alone, rather than wait forever.
+                    too_wide = len(job.rows) > free and (self._rows or taken)
+                    if not job.cancelled.is_set() and too_wide:
                         continue
                     queue.popleft()
                     self._queued -= 1

@@ -217,3 +217,16 @@ async def test_metrics_are_prometheus_text(backend):
         assert name in body, name
     assert 'specgen_requests_total{outcome="result"} 1.0' in body
     await ws.close()
+
+
+async def test_request_wider_than_max_batch_runs_alone(tiny_model):
+    """A request with more candidates than max_batch rows is served (alone) instead of waiting forever."""
+    server = Backend(BackendConfig(model=tiny_model, token=TOKEN, max_batch=1))
+    await server.start()
+    try:
+        ws = await connect_ready(server)
+        reply = await request(ws, generate(1, n=3, max_tokens=3), 1)
+        assert reply["type"] == "result" and len(reply["candidates"]) == 3
+        await ws.close()
+    finally:
+        await server.close()
