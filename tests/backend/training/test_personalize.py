@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from specgen_backend.training.evaluate import complete, edit_similarity, sample
+from specgen_backend.training.evaluate import complete, sample
 from specgen_backend.training.jobs import VARIANTS_ADAPTER, PersonalizeConfig, personalize
 from specgen_backend.training.store import AdapterStore
 from specgen_backend.training.train import TrainConfig
