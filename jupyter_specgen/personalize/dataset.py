@@ -41,6 +41,7 @@ class Example:
     prefix: str = ""  # the start of the active cell kept in the prompt (its leading comments)
     target: str = ""  # what the model should write
     origin: str = "notebook"  # "notebook" | "feedback"
+    cell_index: int = -1  # position of the target cell in its notebook (-1: not from a notebook file)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def examples_from_notebook(notebook: ScannedNotebook, *, log_entries: Sequence[L
         before = [{"cell_type": c.cell_type, "source": c.source}
                   for c in cells[max(0, i - options.context_cells): i] if c.cell_type != "raw"]
         out.append(Example(notebook=notebook.path, cells_before=before, intent=intent, spec=spec,
-                           prefix=prefix, target=target))
+                           prefix=prefix, target=target, cell_index=i))
     return out
 
 

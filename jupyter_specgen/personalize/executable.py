@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..kernel.validate import ValidateOptions, validate
 from .dataset import Example
+from .notebooks import read_notebook
 
 __all__ = ["ExecutableReport", "executable_rate"]
 
@@ -33,8 +34,16 @@ class ExecutableReport:
 
 
 def _replay(example: Example, root: Path) -> str:
-    folder = (root / example.notebook).parent.resolve()
+    path = root / example.notebook
+    folder = path.parent.resolve()
     code = [c["source"] for c in example.cells_before if c.get("cell_type") == "code"]
+    if example.cell_index >= 0 and path.is_file():
+        # The example keeps only a few cells of context; the data may have been loaded earlier.
+        try:
+            cells = read_notebook(path).cells[: example.cell_index]
+            code = [c.source for c in cells if c.cell_type == "code" and not c.errored]
+        except (OSError, ValueError) as exc:
+            log.debug("replaying the example's context only: %s", exc)
     # chdir first so that the cells read the notebook's own data files.
     return "\n".join([f"__import__('os').chdir({str(folder)!r})", *code, example.prefix]) + "\n"
 

@@ -28,6 +28,7 @@ class TrainingExample:
     prefix: str = ""
     target: str = ""
     origin: str = "notebook"
+    cell_index: int = -1
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainingExample":

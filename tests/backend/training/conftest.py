@@ -37,6 +37,11 @@ def write_notebooks(root: Path, *, count: int = 12, seed: int = 0) -> list[Path]
 
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
+    # The data and the private helper, so that completions can be run after the cells before them.
+    (root / "helpers.py").write_text("def zq_tidy(df):\n    return df.dropna().reset_index(drop=True)\n")
+    for table in TABLES:
+        rows = [",".join(COLS)] + [",".join(str((i * 7 + j) % 5 + 1) for j in range(len(COLS))) for i in range(6)]
+        (root / f"{table}.csv").write_text("\n".join(rows) + "\n")
     paths = []
     for i, table in enumerate(TABLES[:count]):
         cells = [new_code_cell("import pandas as pd\nfrom helpers import zq_tidy", execution_count=1)]
@@ -61,13 +66,20 @@ def write_notebooks(root: Path, *, count: int = 12, seed: int = 0) -> list[Path]
 
 
 @pytest.fixture(scope="session")
-def alice_dataset(tmp_path_factory):
+def alice_root(tmp_path_factory):
+    """Alice's Jupyter root: notebooks, their CSV data and her helper module."""
+    root = tmp_path_factory.mktemp("alice-notebooks")
+    write_notebooks(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def alice_dataset(alice_root):
     """The Jupyter side's dataset for alice's fixture notebooks (train and held-out by notebook)."""
     from jupyter_specgen.personalize.dataset import DatasetOptions, build_dataset
     from jupyter_specgen.personalize.notebooks import scan_notebooks
 
-    root = tmp_path_factory.mktemp("alice-notebooks")
-    write_notebooks(root)
+    root = alice_root
     return build_dataset(scan_notebooks(root).notebooks, options=DatasetOptions(context_cells=3, heldout_fraction=0.25))
 
 

@@ -27,14 +27,35 @@ def alice_run(pandas_base, alice_examples, tmp_path_factory):
     return store, report
 
 
-def test_adapter_completes_with_the_private_idiom_more_often(pandas_base, alice_examples, alice_run):
+def test_adapter_completes_with_the_private_idiom_more_often(pandas_base, alice_examples, alice_run, alice_root):
     """On held-out notebooks the published adapter writes alice's idiom measurably more often than the base."""
+    import sys
+    from dataclasses import asdict
+
+    import pandas  # noqa: F401  (imported here so that each validation fork inherits it)
+
+    from jupyter_specgen.kernel.forking import fork_available
+    from jupyter_specgen.personalize.dataset import Example
+    from jupyter_specgen.personalize.executable import executable_rate
+
     store, report = alice_run
     _, heldout = alice_examples
     assert report["published"], report
-    base_rate = idiom_rate(complete(pandas_base, None, heldout), heldout)
-    adapter_rate = idiom_rate(complete(pandas_base, store.current("alice", "personal").path, heldout), heldout)
-    print(f"\nidiom rate on held-out cells: base {base_rate:.2f}, personal adapter {adapter_rate:.2f}; "
+    base_out = complete(pandas_base, None, heldout)
+    adapter_out = complete(pandas_base, store.current("alice", "personal").path, heldout)
+    base_rate, adapter_rate = idiom_rate(base_out, heldout), idiom_rate(adapter_out, heldout)
+    runs = ""
+    if fork_available():
+        sys.path.insert(0, str(alice_root))  # helpers.py, as the notebook's kernel would find it
+        try:
+            examples = [Example(**asdict(e)) for e in heldout]
+            base_exec = executable_rate(examples, base_out, root=alice_root)
+            adapter_exec = executable_rate(examples, adapter_out, root=alice_root)
+        finally:
+            sys.path.remove(str(alice_root))
+        assert base_exec.evaluable == len(heldout), base_exec  # the fixture's data replays
+        runs = f"; executable rate base {base_exec.rate:.2f}, personal adapter {adapter_exec.rate:.2f}"
+    print(f"\nidiom rate on held-out cells: base {base_rate:.2f}, personal adapter {adapter_rate:.2f}{runs}; "
           f"before {report['before']}, after {report['after']}")
     assert adapter_rate >= base_rate + 0.25
 
