@@ -42,6 +42,9 @@ class Engine:
         tokenizer = loaded.tokenizer
         self.fim = detect_fim(tokenizer.get_vocab())
         self.eos_ids = _end_token_ids(loaded)
+        # The prompt and the new tokens must fit the positions the model was trained on.
+        context = getattr(loaded.model.config, "max_position_embeddings", None) or 1 << 30
+        self.max_prompt_tokens = max(16, min(config.max_prompt_tokens, context - config.max_new_tokens))
 
     def prompt_for(self, request: Generate) -> Prompt:
         tokenizer = self.loaded.tokenizer
@@ -49,7 +52,7 @@ class Engine:
             request.context,
             fim=self.fim,
             count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
-            max_prompt_tokens=self.config.max_prompt_tokens,
+            max_prompt_tokens=self.max_prompt_tokens,
             extra_stops=request.stop,
         )
 
