@@ -128,7 +128,17 @@ class BackendClient:
                     await self._read(ws)
             except asyncio.CancelledError:
                 raise
-            except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                reason = (
+                    "the model backend refused this server's token; check SpecgenExtension.backend_token or backend_token_file"
+                    if status in (401, 403)
+                    else f"the model backend answered HTTP {status} instead of opening a websocket"
+                )
+                log.error("%s", reason)
+                self.set_state(BackendState(state="error", model=self.state.model, message=reason))
+                await asyncio.sleep(5)  # a wrong token does not fix itself quickly
+            except (OSError, ConnectionClosed, asyncio.TimeoutError) as exc:
                 log.warning("connection to the model backend failed: %r", exc)
             except Exception:
                 log.exception("connection to the model backend failed")
