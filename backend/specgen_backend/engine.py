@@ -1,29 +1,20 @@
-"""Sample completion candidates from a causal LM, token by token, with streaming and cancel.
-
-The engine is synchronous and runs in a worker thread (see ``server.py``); it calls ``emit``
-with each candidate's new text as it is decided and checks ``cancelled`` between decode steps,
-so a cancel takes effect within one step.
-
-The n candidates of one request share one prefill: the prompt runs once with batch 1 and its
-KV cache is repeated n times for decoding.
-"""
+"""One loaded model ready for completion: its prompt format, its end tokens, and the per-row
+decoding state and sampling that the scheduler (``scheduler.py``) drives step by step."""
 
 from __future__ import annotations
 
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Callable
 
 from .loading import LoadedModel
-from .prompt import Prompt, build_prompt, clean_completion, detect_fim, find_stop, partial_stop_length
-from .protocol import Candidate, Generate
+from .prompt import Prompt, build_prompt, detect_fim, find_stop, partial_stop_length
+from .protocol import Generate
 
 __all__ = ["EngineConfig", "Engine"]
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[int, str], None]  # (candidate index, new text)
 
 
 @dataclass(frozen=True)
@@ -55,65 +46,6 @@ class Engine:
             max_prompt_tokens=self.max_prompt_tokens,
             extra_stops=request.stop,
         )
-
-    def generate(self, request: Generate, *, cancelled: Callable[[], bool], emit: Emit) -> list[Candidate]:
-        """Sample ``request.n`` candidates; stream them through ``emit``; return them finished."""
-        import torch
-
-        n = max(1, min(request.n, self.config.max_candidates))
-        max_tokens = max(1, min(request.max_tokens, self.config.max_new_tokens))
-        prompt = self.prompt_for(request)
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        # Special tokens are written into the FIM prompt text, so let the tokenizer add its own
-        # (a BOS for Llama-style models) only for plain prompts.
-        ids = tokenizer(prompt.text, return_tensors="pt", add_special_tokens=not prompt.fim).input_ids
-        ids = ids.to(self.loaded.device)  # (1, T)
-        generator = torch.Generator(device="cpu").manual_seed(_seed(request))
-
-        rows = [_Row(stops=prompt.stops) for _ in range(n)]
-        with torch.inference_mode():
-            out = model(input_ids=ids, use_cache=True)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()  # (1, V)
-            if n > 1:
-                cache.batch_repeat_interleave(n)
-                logits = logits.expand(n, -1)  # (n, V)
-            for step in range(max_tokens):
-                if cancelled():
-                    for row in rows:
-                        row.finish("cancelled")
-                    break
-                tokens, logprobs = _sample(logits, request.temperature, generator)  # (n,), (n,)
-                for i, row in enumerate(rows):
-                    if row.done:
-                        continue
-                    token = int(tokens[i])
-                    row.logprob += float(logprobs[i])
-                    if token in self.eos_ids:
-                        row.finish("stop")
-                    else:
-                        row.ids.append(token)
-                        row.text = tokenizer.decode(row.ids, skip_special_tokens=True)
-                        row.check_stop()
-                    delta = row.streamable_delta()
-                    if delta:
-                        emit(i, delta)
-                if all(row.done for row in rows):
-                    break
-                out = model(input_ids=tokens.view(n, 1).to(ids.device), past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                logits = out.logits[:, -1, :].float()
-        candidates = []
-        for i, row in enumerate(rows):
-            if not row.done:
-                row.finish("length")
-            delta = row.streamable_delta()
-            if delta:
-                emit(i, delta)
-            adapter = request.adapters[i % len(request.adapters)] if request.adapters else None
-            text = clean_completion(row.text, request.context)
-            candidates.append(Candidate(text=text, logprob=row.logprob, finish_reason=row.reason, adapter=adapter))
-        return candidates
 
 
 @dataclass
