@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelUnavailable", "LoadedModel", "load_model", "resolve_device", "resolve_dtype", "MODEL_SETTING_HELP"]
+__all__ = ["LOAD_LOCK", "ModelUnavailable", "LoadedModel", "load_model", "resolve_device", "resolve_dtype", "MODEL_SETTING_HELP"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ MODEL_SETTING_HELP = (
     "Point it at a local folder holding a Hugging Face causal LM (config.json, weights, "
     "tokenizer files), or at a hub id on a machine that can download it once."
 )
+
+
+# transformers builds models under process-wide context managers (default device, empty-weight
+# init); two loads in two threads of one process can see each other's and end up with weights
+# left on the meta device. Every load in this process takes this lock.
+LOAD_LOCK = threading.Lock()
 
 
 class ModelUnavailable(RuntimeError):
@@ -77,8 +84,9 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
     else:
         source, kwargs = name, _hub_kwargs(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        with LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelUnavailable(f"could not load the model {name!r}: {_first_line(exc)}. {MODEL_SETTING_HELP}") from exc
     model.to(device)

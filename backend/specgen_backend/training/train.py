@@ -77,10 +77,13 @@ class TrainResult:
 def load_base(path: str | Path, *, device: str = "cpu") -> BaseModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    from ..loading import LOAD_LOCK
+
+    with LOAD_LOCK:  # see loading.LOAD_LOCK: loads in other threads of this process would race
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path)).to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device)
     model.eval()
     return BaseModel(path=str(path), model=model, tokenizer=tokenizer, fim=detect_fim(tokenizer.get_vocab()))
 
