@@ -11,7 +11,13 @@ two ends cannot drift.
 
 Browser → server: ``complete``, ``cancel``.
 Server → browser: ``chunk`` (streamed text of one candidate), ``done`` (final, the ranked
-items), ``error`` (final), ``status`` (the backend's state, pushed on connect and on change).
+items), ``error`` (final), ``status`` (the backend's state, pushed on connect and on change),
+``personalize`` (the user's personalize job and adapters, pushed to that user's tabs whenever
+they change).
+
+Personalization is driven over REST (``routes_personalize.py``); the bodies of those requests
+and answers are the dataclasses of the last section (``DataSummary``, ``FeedbackReport``,
+``RollbackRequest``, and ``Personalize`` itself as the state).
 """
 
 from __future__ import annotations
@@ -23,10 +29,16 @@ from typing import ClassVar, Literal, Optional, Union
 from specgen_backend.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    AdapterInfo,
     Cell,
     Error,
     ErrorInfo,
+    EvalMetrics,
+    JobReport,
+    JobState,
     ProtocolError,
+    VersionInfo,
+    build,
     decode as _decode,
     encode,
     error_reply,
@@ -44,8 +56,21 @@ __all__ = [
     "Error",
     "ErrorInfo",
     "Status",
+    "Personalize",
+    "AdapterInfo",
+    "VersionInfo",
+    "EvalMetrics",
+    "JobReport",
+    "JobState",
+    "Skipped",
+    "Dropped",
+    "DataSummary",
+    "FeedbackReport",
+    "RollbackRequest",
+    "REST_TYPES",
     "ProtocolError",
     "BROWSER_MESSAGES",
+    "parse_body",
     "decode",
     "encode",
     "error_reply",
@@ -102,6 +127,7 @@ class Item:
     verdict: Literal["ran", "raised", "not_validated"] = "not_validated"
     detail: str = ""  # e.g. "KeyError: 'price'" for "raised"
     score: float = 0.0  # model log-likelihood; ranking ties are broken by it
+    adapter: str = ""  # the user's adapter that wrote it ("variant-2"); "" for the base model
 
 
 @dataclass(frozen=True)
@@ -128,9 +154,93 @@ class Status:
     version: int = PROTOCOL_VERSION
 
 
+@dataclass(frozen=True)
+class Personalize:
+    """The user's personalize job (running or last) and published adapters; ``enabled``: whether
+    completions use them. Pushed on every change and answered by ``GET /specgen/personalize``."""
+
+    type: ClassVar[str] = "personalize"
+    reply_to: Union[int, None]
+    job: Optional[JobState]
+    adapters: list[AdapterInfo] = field(default_factory=list)
+    enabled: bool = True
+    version: int = PROTOCOL_VERSION
+
+
 BROWSER_MESSAGES: Mapping[str, type] = {
-    cls.type: cls for cls in (Complete, Cancel, Chunk, Done, Error, Status)
+    cls.type: cls for cls in (Complete, Cancel, Chunk, Done, Error, Status, Personalize)
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# REST bodies (``/specgen/personalize...`` and ``/specgen/feedback``)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dropped:
+    reason: str  # "raised", "never ran", "size"
+    count: int
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What a personalize job would train on (``GET /specgen/personalize/data``)."""
+
+    root: str  # the folder scanned (the Jupyter root)
+    train: int  # training examples
+    heldout: int  # held-out examples (evaluation)
+    notebooks_train: list[str]
+    notebooks_heldout: list[str]
+    from_feedback: int = 0  # examples from accepted suggestions
+    with_specs: int = 0  # examples whose I/O spec came from a kernel's execution log
+    feedback_accepted: int = 0
+    feedback_rejected: int = 0
+    skipped: list[Skipped] = field(default_factory=list)  # notebooks not read, and why
+    dropped: list[Dropped] = field(default_factory=list)  # cells not used, and why
+    truncated: bool = False  # more notebooks than the scan reads
+    left_out: int = 0  # examples beyond what one job uploads (oldest notebooks first)
+
+
+@dataclass(frozen=True)
+class FeedbackReport:
+    """A suggestion the user accepted or dismissed (``POST /specgen/feedback``)."""
+
+    path: str  # the notebook
+    prefix: str  # the active cell's text before the cursor when it was shown
+    suggestion: str
+    accepted: bool
+    cells: list[Cell] = field(default_factory=list)  # the notebook, in order
+    active: int = -1  # index of the active cell in ``cells``
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """``POST /specgen/personalize/rollback``: put an earlier version back in service."""
+
+    adapter: str = "personal"
+    to: Optional[str] = None  # default: the version before the current one
+
+
+REST_TYPES = (DataSummary, FeedbackReport, RollbackRequest)
+
+
+def parse_body(cls: type, raw: Union[str, bytes], *, limit: int = MAX_MESSAGE_BYTES):
+    """Parse a REST body into ``cls``; raise ``ProtocolError`` saying what is wrong."""
+    import json
+
+    if len(raw) > limit:
+        raise ProtocolError("too_large", f"body of {len(raw)} bytes exceeds the limit of {limit} bytes")
+    try:
+        obj = json.loads(raw or b"{}")
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("malformed", f"body is not valid JSON: {exc}") from None
+    return build(cls, obj, path=cls.__name__)
 
 
 def decode(raw: Union[str, bytes], *, limit: int = MAX_MESSAGE_BYTES):

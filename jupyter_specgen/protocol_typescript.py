@@ -50,13 +50,14 @@ def _interface(cls: type, named: dict[type, None]) -> str:
         optional = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         # Fields with defaults are always sent by Python (asdict), so they are only optional
         # in what the browser sends.
-        mark = "?" if optional and cls in _SENT_BY_BROWSER else ""
+        mark = "?" if optional and cls in _SENT_BY_BROWSER + _BODIES_FROM_BROWSER else ""
         lines.append(f"  {f.name}{mark}: {_ts(hints[f.name], named)};")
     lines.append("}")
     return "\n".join(lines)
 
 
 _SENT_BY_BROWSER = (protocol.Complete, protocol.Cancel)
+_BODIES_FROM_BROWSER = (protocol.FeedbackReport, protocol.RollbackRequest)
 
 
 def render() -> str:
@@ -66,6 +67,17 @@ def render() -> str:
     for cls in messages:
         blocks.append(_interface(cls, named))
     done: set[type] = set(messages)
+    while True:
+        todo = [c for c in named if c not in done]
+        if not todo:
+            break
+        for cls in todo:
+            done.add(cls)
+            blocks.insert(0, _interface(cls, named))
+    for cls in protocol.REST_TYPES:
+        if cls not in done:
+            done.add(cls)
+            blocks.append(_interface(cls, named))
     while True:
         todo = [c for c in named if c not in done]
         if not todo:

@@ -7,10 +7,21 @@ nothing else of the backend). Every frame is one JSON object with a ``type`` tag
 frames may come before it.
 
 Client → backend: ``generate``, ``cancel``, ``status``, ``adapters_list``, ``adapter_load``,
-``adapter_delete``.
+``adapter_delete``; personalization: ``personalize_start``, ``personalize_status``,
+``personalize_cancel``, ``personalize_judged``, ``adapter_versions``, ``adapter_rollback``.
 Backend → client: ``token`` (streamed text), ``result`` (final), ``error`` (final), ``status``
 (answer to ``status``, and pushed unprompted whenever the model state changes, with
-``reply_to = None``), ``adapters`` (final answer to the three adapter requests).
+``reply_to = None``), ``adapters`` (final answer to the three adapter requests), ``job`` (final
+answer to the personalize requests, and pushed with ``reply_to = None`` to the connection that
+started a job at each step of it), ``versions`` (final answer to the two version requests).
+
+A personalize job runs on the backend host: it trains the user's adapter on the examples the
+request carries, evaluates it against the adapter in service on the held-out examples, and
+publishes it only if it is not worse. When the request asks for it (``judge``), the job stops
+once in phase ``judge`` with the held-out predictions of both adapters; the client runs them
+where the notebooks' data lives and answers ``personalize_judged`` with the executable rates,
+which then count in the publish rule (no answer within the backend's wait: they do not count,
+and the report says so).
 
 Adapters belong to users: a request's ``user`` (the Jupyter user the server extension
 authenticated) sees, uses, loads and deletes only adapter ids of its own, plus the operator's
@@ -51,6 +62,20 @@ __all__ = [
     "AdapterLoad",
     "AdapterDelete",
     "Adapters",
+    "Example",
+    "PersonalizeStart",
+    "PersonalizeStatus",
+    "PersonalizeCancel",
+    "PersonalizeJudged",
+    "AdapterVersions",
+    "AdapterRollback",
+    "EvalMetrics",
+    "JobReport",
+    "JobState",
+    "Job",
+    "VersionInfo",
+    "AdapterInfo",
+    "Versions",
     "Message",
     "MESSAGES",
     "decode",
@@ -77,6 +102,8 @@ ErrorType = Literal[
     "cancelled",  # the client cancelled the request
     "backend_unavailable",  # (server extension) the backend died or cannot be reached
     "internal",  # a bug; the backend log has the traceback
+    "job_running",  # a personalize job of this user is already running (here or in another process)
+    "bad_request",  # a well-formed request that cannot be done (no data, nothing to roll back to ...)
 ]
 
 
@@ -141,6 +168,10 @@ class Generate:
     # Answer within this many milliseconds of arrival: a request still queued then gets an
     # ``overloaded`` error; one being decoded ends with what it has (finish_reason ``length``).
     deadline_ms: Optional[int] = None
+    # Sample with the user's own published adapters: across their variants when they have some
+    # (row i uses variant i mod K), else their main adapter, else the base model. Ignored when
+    # ``adapters`` names adapters explicitly.
+    personal: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +226,89 @@ class AdapterDelete:
     id: Union[int, str]
     user: str
     name: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the notebook before a cell, what it was for, and the cell's code."""
+
+    notebook: str  # path relative to the Jupyter root; the unit of the held-out split
+    target: str  # the code the model should write
+    cells_before: list[Cell] = field(default_factory=list)
+    intent: str = ""  # the markdown or comment that precedes the cell
+    spec: str = ""  # comment block describing what the cell read, from execution
+    prefix: str = ""  # the start of the cell kept in the prompt (its leading comments)
+    origin: Literal["notebook", "feedback"] = "notebook"
+    cell_index: int = -1  # position of the cell in its notebook (-1: not from a notebook file)
+
+
+@dataclass(frozen=True)
+class PersonalizeStart:
+    """Train ``user``'s adapter on ``train``, judge it on ``heldout``, publish it if not worse."""
+
+    type: ClassVar[str] = "personalize_start"
+    id: Union[int, str]
+    user: str
+    train: list[Example]
+    heldout: list[Example] = field(default_factory=list)
+    variants: int = 0  # K influence-partitioned variant adapters to train after the main one
+    steps: int = 0  # optimizer steps of the main adapter; 0: the backend's default
+    judge: bool = False  # the client answers the ``judge`` phase with executable rates
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class PersonalizeStatus:
+    """Ask for ``user``'s running or last job; answered by ``job`` (``job: null`` if none)."""
+
+    type: ClassVar[str] = "personalize_status"
+    id: Union[int, str]
+    user: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class PersonalizeCancel:
+    """Stop ``user``'s running job; nothing of it is published. Answered by ``job``."""
+
+    type: ClassVar[str] = "personalize_cancel"
+    id: Union[int, str]
+    user: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class PersonalizeJudged:
+    """The executable rates of the predictions of a job in phase ``judge`` (``null``: unknown)."""
+
+    type: ClassVar[str] = "personalize_judged"
+    id: Union[int, str]
+    user: str
+    before: Optional[float] = None
+    after: Optional[float] = None
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class AdapterVersions:
+    """Ask for ``user``'s published adapters and their versions; answered by ``versions``."""
+
+    type: ClassVar[str] = "adapter_versions"
+    id: Union[int, str]
+    user: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class AdapterRollback:
+    """Put version ``to`` (default: the one before the current) of ``adapter`` back in service."""
+
+    type: ClassVar[str] = "adapter_rollback"
+    id: Union[int, str]
+    user: str
+    adapter: str = "personal"
+    to: Optional[str] = None
     version: int = PROTOCOL_VERSION
 
 
@@ -274,14 +388,98 @@ class Adapters:
     version: int = PROTOCOL_VERSION
 
 
+@dataclass(frozen=True)
+class EvalMetrics:
+    """How an adapter did on the held-out examples."""
+
+    exact_match: float
+    edit_similarity: float
+    count: int
+    executable_rate: Optional[float] = None  # share that ran after the notebook's cells; None: not run
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """What a finished job did."""
+
+    published: bool
+    version: Optional[str] = None  # the version published ("v3")
+    reason: str = ""  # why it was or was not published
+    before_label: str = ""  # what it was compared with: "base" or the version in service
+    before: Optional[EvalMetrics] = None
+    after: Optional[EvalMetrics] = None
+    train_examples: int = 0
+    heldout_examples: int = 0
+    variants_version: Optional[str] = None
+    variant_groups: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A personalize job: where it is, and at the end what it did."""
+
+    user: str
+    state: Literal["running", "done", "failed", "cancelled"]
+    # "starting", "train", "evaluate", "judge", "influence", "variants", "publish", "finished"
+    phase: str
+    step: int = 0
+    total: int = 0
+    loss: float = 0.0
+    error: str = ""  # for "failed": what went wrong
+    report: Optional[JobReport] = None
+    started: float = 0.0  # time.time()
+    # Only in phase "judge": the held-out predictions to run (before: the adapter in service).
+    predictions_before: list[str] = field(default_factory=list)
+    predictions_after: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Job:
+    """The answer to a personalize request, and each step of a running job (``reply_to = None``)."""
+
+    type: ClassVar[str] = "job"
+    reply_to: Union[int, str, None]
+    job: Optional[JobState]
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str  # "v2"
+    created: float = 0.0
+    metrics: Optional[EvalMetrics] = None  # its held-out numbers when it was published
+    train_examples: int = 0
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str  # "personal", "variants"
+    current: Optional[str]  # the version in service
+    versions: list[VersionInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Versions:
+    """``user``'s published adapters (only theirs)."""
+
+    type: ClassVar[str] = "versions"
+    reply_to: Union[int, str]
+    adapters: list[AdapterInfo]
+    version: int = PROTOCOL_VERSION
+
+
 Message = Union[
-    Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, Token, Result, Error, Status, Adapters
+    Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, PersonalizeStart, PersonalizeStatus,
+    PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, Result, Error, Status, Adapters,
+    Job, Versions,
 ]
 
 MESSAGES: Mapping[str, type] = {
     cls.type: cls
     for cls in (
-        Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, Token, Result, Error, Status, Adapters
+        Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, PersonalizeStart, PersonalizeStatus,
+        PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, Result, Error, Status, Adapters,
+        Job, Versions,
     )
 }
 

@@ -4,8 +4,65 @@
 export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 1048576;
 
+export interface IDropped {
+  reason: string;
+  count: number;
+}
+
+export interface ISkipped {
+  path: string;
+  reason: string;
+}
+
+export interface IEvalMetrics {
+  exact_match: number;
+  edit_similarity: number;
+  count: number;
+  executable_rate: number | null;
+}
+
+export interface IVersionInfo {
+  version: string;
+  created: number;
+  metrics: IEvalMetrics | null;
+  train_examples: number;
+}
+
+export interface IJobReport {
+  published: boolean;
+  version: string | null;
+  reason: string;
+  before_label: string;
+  before: IEvalMetrics | null;
+  after: IEvalMetrics | null;
+  train_examples: number;
+  heldout_examples: number;
+  variants_version: string | null;
+  variant_groups: number[];
+}
+
+export interface IAdapterInfo {
+  name: string;
+  current: string | null;
+  versions: IVersionInfo[];
+}
+
+export interface IJobState {
+  user: string;
+  state: 'running' | 'done' | 'failed' | 'cancelled';
+  phase: string;
+  step: number;
+  total: number;
+  loss: number;
+  error: string;
+  report: IJobReport | null;
+  started: number;
+  predictions_before: string[];
+  predictions_after: string[];
+}
+
 export interface IErrorInfo {
-  type: 'malformed' | 'unknown_type' | 'version' | 'too_large' | 'unauthorized' | 'model_unavailable' | 'unknown_adapter' | 'overloaded' | 'cancelled' | 'backend_unavailable' | 'internal';
+  type: 'malformed' | 'unknown_type' | 'version' | 'too_large' | 'unauthorized' | 'model_unavailable' | 'unknown_adapter' | 'overloaded' | 'cancelled' | 'backend_unavailable' | 'internal' | 'job_running' | 'bad_request';
   message: string;
 }
 
@@ -14,6 +71,7 @@ export interface IItem {
   verdict: 'ran' | 'raised' | 'not_validated';
   detail: string;
   score: number;
+  adapter: string;
 }
 
 export interface ICell {
@@ -73,8 +131,47 @@ export interface IStatus {
   version: number;
 }
 
+export interface IPersonalize {
+  type: 'personalize';
+  reply_to: number | null;
+  job: IJobState | null;
+  adapters: IAdapterInfo[];
+  enabled: boolean;
+  version: number;
+}
+
+export interface IDataSummary {
+  root: string;
+  train: number;
+  heldout: number;
+  notebooks_train: string[];
+  notebooks_heldout: string[];
+  from_feedback: number;
+  with_specs: number;
+  feedback_accepted: number;
+  feedback_rejected: number;
+  skipped: ISkipped[];
+  dropped: IDropped[];
+  truncated: boolean;
+  left_out: number;
+}
+
+export interface IFeedbackReport {
+  path: string;
+  prefix: string;
+  suggestion: string;
+  accepted: boolean;
+  cells?: ICell[];
+  active?: number;
+}
+
+export interface IRollbackRequest {
+  adapter?: string;
+  to?: string | null;
+}
+
 /** Messages the browser sends. */
 export type BrowserMessage = IComplete | ICancel;
 
 /** Messages the server sends. */
-export type ServerMessage = IChunk | IDone | IError | IStatus;
+export type ServerMessage = IChunk | IDone | IError | IStatus | IPersonalize;
