@@ -1,7 +1,7 @@
 // One websocket per browser tab to the server extension at `<base_url>specgen/ws`.
 //
 // The connection numbers requests, routes `chunk`/`done`/`error` to the request they answer and
-// `status` to a signal, and settles every request exactly once: by `done`, by `error`, by a local
+// `status` and `personalize` to signals, and settles every request exactly once: by `done`, by `error`, by a local
 // `cancel` or by the loss of the socket. Replies to settled requests are dropped, which is how the
 // browser end ignores stale work (JupyterLab passes providers no abort signal).
 
@@ -14,6 +14,7 @@ import {
   IComplete,
   IDone,
   IErrorInfo,
+  IPersonalize,
   IStatus,
   MAX_MESSAGE_BYTES,
   PROTOCOL_VERSION,
@@ -36,6 +37,11 @@ export class SpecgenConnection implements IDisposable {
   /** Emits the backend's state, and a synthetic one while the socket is down. */
   get statusChanged(): ISignal<this, IStatus> {
     return this._statusChanged;
+  }
+
+  /** Emits the user's personalize job and adapters at every step of a job and when they change. */
+  get personalizeChanged(): ISignal<this, IPersonalize> {
+    return this._personalizeChanged;
   }
 
   /** The last known state of the backend. */
@@ -184,6 +190,9 @@ export class SpecgenConnection implements IDisposable {
         this._status = message;
         this._statusChanged.emit(message);
         return;
+      case 'personalize':
+        this._personalizeChanged.emit(message);
+        return;
       case 'chunk':
         this._pending.get(message.reply_to)?.addChunk(message);
         return;
@@ -250,6 +259,7 @@ export class SpecgenConnection implements IDisposable {
     version: PROTOCOL_VERSION
   };
   private _statusChanged = new Signal<this, IStatus>(this);
+  private _personalizeChanged = new Signal<this, IPersonalize>(this);
   private _isDisposed = false;
 }
 
