@@ -1,7 +1,8 @@
 // The inline completion provider: JupyterLab calls `fetch` (debounced by its own settings), we
 // send `complete` and answer at once with an empty, incomplete item whose token is the request
 // id; JupyterLab then calls `stream(token)`, which yields the cumulative text of candidate 0 as
-// it arrives and finally the best ranked item of `done`.
+// it arrives and finally the best ranked item of `done`. What is shown goes to the feedback
+// tracker, which reports whether the user took it (see feedback.ts).
 
 import type {
   CompletionHandler,
@@ -17,7 +18,8 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { SpecgenConnection } from '../connection';
 import { IItem } from '../protocol';
 import { CompletionRequest } from '../request';
-import { captureContext } from './context';
+import { captureContext, CompletionFields } from './context';
+import { FeedbackTracker } from './feedback';
 
 /**
  * Inline completions from the specgen server extension.
@@ -25,6 +27,7 @@ import { captureContext } from './context';
 export class SpecgenInlineProvider implements IInlineCompletionProvider {
   constructor(options: SpecgenInlineProvider.IOptions) {
     this._connection = options.connection;
+    this._feedback = options.feedback ?? null;
   }
 
   readonly identifier = SpecgenInlineProvider.IDENTIFIER;
@@ -63,6 +66,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
     context: IInlineCompletionContext
   ): Promise<IInlineCompletionList<IInlineCompletionItem>> {
     const fields = captureContext(request, context);
+    this._feedback?.requested(fields);
     // A newer keystroke in the same cell makes the older request stale: stop it on both ends.
     const previous = this._latestByCell.get(fields.cell_id);
     if (previous) {
@@ -71,7 +75,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
     }
     const pending = this._connection.complete(fields);
     this._latestByCell.set(fields.cell_id, pending);
-    this._streams.set(pending.id, { request: pending, cellId: fields.cell_id });
+    this._streams.set(pending.id, { request: pending, fields });
     this._started.emit(pending.id);
     return {
       items: [{ insertText: '', isIncomplete: true, token: String(pending.id) }]
@@ -86,7 +90,8 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
     if (!entry) {
       return undefined; // superseded before JupyterLab asked for the stream
     }
-    const { request, cellId } = entry;
+    const { request, fields } = entry;
+    const cellId = fields.cell_id;
     try {
       for (;;) {
         const event = await request.next(this._timeout);
@@ -97,6 +102,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
         }
         if (event.kind === 'chunk') {
           if (event.candidate === 0) {
+            this._feedback?.shown(id, fields, event.text);
             yield { response: { insertText: event.text, isIncomplete: true, token } };
           }
           continue;
@@ -104,6 +110,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
         if (event.kind === 'done') {
           const best: IItem | undefined = event.done.items[0];
           this._completed.emit({ id, item: best ?? null, model: event.done.model });
+          this._feedback?.shown(id, fields, best?.text ?? '');
           yield {
             response: { insertText: best?.text ?? '', isIncomplete: false, token }
           };
@@ -131,11 +138,15 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
   }
 
   private _connection: SpecgenConnection;
+  private _feedback: FeedbackTracker | null;
   private _timeout = SpecgenInlineProvider.DEFAULT_SETTINGS.timeout;
   // The current request of each cell; any other request of that cell is stale.
   private _latestByCell = new Map<string, CompletionRequest>();
   // Requests whose stream JupyterLab has yet to read to the end, by id.
-  private _streams = new Map<number, { request: CompletionRequest; cellId: string }>();
+  private _streams = new Map<
+    number,
+    { request: CompletionRequest; fields: CompletionFields }
+  >();
   private _completed = new Signal<this, SpecgenInlineProvider.ICompleted>(this);
   private _started = new Signal<this, number>(this);
 }
@@ -149,6 +160,8 @@ export namespace SpecgenInlineProvider {
   export interface IOptions {
     /** The tab's websocket to the server extension. */
     connection: SpecgenConnection;
+    /** Told what is shown, to report whether the user took it; none: no feedback. */
+    feedback?: FeedbackTracker;
   }
 
   /** The settings JupyterLab keeps for every inline provider, with our defaults. */
