@@ -1,20 +1,31 @@
-// The JupyterLab plugin: one websocket for the tab, the inline completion provider, the status
-// bar item, wired together.
+// The JupyterLab plugin: one websocket for the tab, the inline completion provider with its
+// feedback tracker, the status bar item and the personalize panel, wired together.
 
 import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { Signal } from '@lumino/signaling';
 
+import { FeedbackTracker } from './completions/feedback';
 import { SpecgenInlineProvider } from './completions/provider';
 import { SpecgenConnection } from './connection';
+import { PersonalizePanel } from './personalize/panel';
 import { SpecgenStatus } from './status';
 
 const PLUGIN_ID = 'jupyter-specgen:plugin';
+
+/** Command ids. */
+export namespace CommandIDs {
+  export const personalize = 'specgen:personalize';
+}
+
+const PERSONALIZE_LABEL = 'Personalize my completions';
+const PERSONALIZE_WIDGET_ID = 'jp-specgen-personalize';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -22,24 +33,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
     'Inline code completion grounded in the live kernel, validated before it is shown.',
   autoStart: true,
   requires: [ICompletionProviderManager],
-  optional: [IStatusBar, ISettingRegistry],
+  optional: [IStatusBar, ISettingRegistry, ICommandPalette],
   activate: (
     app: JupyterFrontEnd,
     completionManager: ICompletionProviderManager,
     statusBar: IStatusBar | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    palette: ICommandPalette | null
   ): void => {
-    const connection = new SpecgenConnection({
-      serverSettings: app.serviceManager.serverSettings
+    const serverSettings = app.serviceManager.serverSettings;
+    const connection = new SpecgenConnection({ serverSettings });
+    const feedback = new FeedbackTracker({
+      commands: app.commands,
+      serverSettings
     });
-    const provider = new SpecgenInlineProvider({ connection });
+    const provider = new SpecgenInlineProvider({ connection, feedback });
     completionManager.registerInlineProvider(provider);
+
+    addPersonalizeCommand(app, connection);
+    palette?.addItem({ command: CommandIDs.personalize, category: 'Specgen' });
 
     if (!statusBar) {
       return;
     }
-    const status = new SpecgenStatus();
+    const status = new SpecgenStatus({
+      hint: `Click to ${PERSONALIZE_LABEL.toLowerCase()}.`
+    });
     status.setStatus(connection.status);
+    status.node.addEventListener('click', () => {
+      void app.commands.execute(CommandIDs.personalize);
+    });
     connection.statusChanged.connect((_, message) => status.setStatus(message));
     provider.started.connect(() => status.clearVerdict());
     provider.completed.connect((_, { item, error }) =>
@@ -73,5 +96,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
   }
 };
+
+/** `specgen:personalize` opens the panel, or brings the open one to the front. */
+function addPersonalizeCommand(
+  app: JupyterFrontEnd,
+  connection: SpecgenConnection
+): void {
+  let widget: MainAreaWidget<PersonalizePanel> | null = null;
+  app.commands.addCommand(CommandIDs.personalize, {
+    label: PERSONALIZE_LABEL,
+    caption:
+      'Train an adapter on your notebooks, see how it does, and roll back versions',
+    execute: () => {
+      if (!widget || widget.isDisposed) {
+        const content = new PersonalizePanel({
+          connection,
+          serverSettings: app.serviceManager.serverSettings
+        });
+        widget = new MainAreaWidget({ content });
+        widget.id = PERSONALIZE_WIDGET_ID;
+        widget.title.label = PERSONALIZE_LABEL;
+        widget.title.closable = true;
+      }
+      if (!widget.isAttached) {
+        app.shell.add(widget, 'main');
+      }
+      app.shell.activateById(widget.id);
+    }
+  });
+}
 
 export default plugin;

@@ -9,9 +9,13 @@ import { IItem, IStatus } from './protocol';
  * A status bar item showing the specgen backend and the latest verdict.
  */
 export class SpecgenStatus extends Widget {
-  constructor() {
+  constructor(options: SpecgenStatus.IOptions = {}) {
     super();
+    this._hint = options.hint ?? '';
     this.addClass('jp-specgen-status');
+    if (this._hint) {
+      this.addClass('jp-mod-clickable');
+    }
     this._render();
   }
 
@@ -65,12 +69,23 @@ export class SpecgenStatus extends Widget {
       }
     }
     this.node.textContent = text;
-    this.node.title = title;
+    this.node.title = this._hint ? `${title}\n${this._hint}` : title;
     this.node.dataset.state = state;
   }
 
+  private _hint: string;
   private _status: IStatus | null = null;
   private _verdict: { item: IItem } | { error: string } | null = null;
+}
+
+/**
+ * A namespace for SpecgenStatus statics.
+ */
+export namespace SpecgenStatus {
+  export interface IOptions {
+    /** A last tooltip line saying what a click does; the click itself is wired by the plugin. */
+    hint?: string;
+  }
 }
 
 const VERDICT_LABELS: Record<IItem['verdict'], string> = {
