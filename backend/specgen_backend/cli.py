@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-rank", type=int, default=64, help="largest LoRA rank an adapter slot holds")
     serve.add_argument("--adapter-root", type=Path, help="users load adapters from ADAPTER_ROOT/<user>/... (default: no loading)")
     serve.add_argument("--shared-adapters", type=Path, help="folder of PEFT adapter folders published to every user as shared/<name>")
+    serve.add_argument("--train-device", default="auto", help="where personalize jobs train: auto (cuda if present), cpu, cuda:N")
+    serve.add_argument("--train-steps", type=int, default=100, help="optimizer steps of a personalize job's main adapter")
     serve.add_argument("--max-new-tokens", type=int, default=128)
     serve.add_argument("--log-level", default="INFO")
     return parser
@@ -78,9 +80,19 @@ def main(argv: list[str] | None = None) -> None:
         max_rank=args.max_rank,
         adapter_root=str(args.adapter_root) if args.adapter_root else None,
         shared_adapters=str(args.shared_adapters) if args.shared_adapters else None,
+        train_device=_train_device(args.train_device),
+        train_steps=args.train_steps,
         engine=EngineConfig(max_new_tokens=args.max_new_tokens),
     )
     asyncio.run(_serve(config))
+
+
+def _train_device(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class _JsonFormatter(logging.Formatter):

@@ -3,7 +3,12 @@
 One connection per Jupyter server (or per test client); the ``user`` field of each request is
 the Jupyter user that server authenticated. ``generate`` requests go to the continuous-batching
 scheduler (``scheduler.py``), whose model thread streams ``token`` frames back. Adapter requests
-run in the same model thread between decode steps. Every request ends with exactly one final
+run in the same model thread between decode steps. Personalize jobs run as child processes
+(``training/runner.py``) writing to the adapter store under ``adapter_root``; what they publish
+(and what a rollback puts back) is hot-loaded under the user's name before the next completion
+that asks for the user's adapters (``personal``). A job's steps are pushed to the connections
+that started it or asked for its status (a Jupyter server that reconnected gets them again by
+asking), never to others. Every request ends with exactly one final
 answer; a closed connection cancels what it had asked for. ``/health`` and ``/metrics``
 (Prometheus text) are answered over plain HTTP.
 """
@@ -34,16 +39,28 @@ from .loading import LoadedModel, ModelUnavailable, load_model
 from .metrics import Metrics
 from .protocol import (
     AdapterDelete,
+    AdapterInfo,
     AdapterLoad,
+    AdapterRollback,
     Adapters,
     AdaptersList,
+    AdapterVersions,
     Cancel,
+    EvalMetrics,
     Generate,
+    Job as JobFrame,
+    PersonalizeCancel,
+    PersonalizeJudged,
+    PersonalizeStart,
+    PersonalizeStatus,
     ProtocolError,
     Result,
     Status,
     StatusRequest,
     Token,
+    VersionInfo,
+    Versions,
+    build,
     encode,
     error_reply,
 )
@@ -74,6 +91,11 @@ class BackendConfig:
     adapter_root: Optional[str] = None  # users load adapters from <adapter_root>/<user>/...; None: no loading
     shared_adapters: Optional[str] = None  # folder of PEFT folders published to every user as shared/<name>
     max_message_bytes: int = protocol.MAX_MESSAGE_BYTES
+    # ``personalize_start`` carries the user's examples; it alone may be this large.
+    max_upload_bytes: int = 32 << 20
+    train_device: str = "cpu"  # where personalize jobs train ("cuda" on a GPU host)
+    train_steps: int = 100  # optimizer steps of a job whose request says 0
+    judge_timeout_s: float = 300.0  # how long a job waits for the client's executable rates
     engine: EngineConfig = EngineConfig()
 
 
@@ -94,6 +116,18 @@ class Backend:
         self._connections: set[ServerConnection] = set()
         self._server: Optional[Server] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._runner = None
+        if config.adapter_root:
+            from .training.runner import JobRunner, RunnerConfig
+
+            self._runner = JobRunner(
+                RunnerConfig(model=config.model, store_root=config.adapter_root, device=config.train_device,
+                             steps=config.train_steps, judge_timeout_s=config.judge_timeout_s),
+                on_published=self._hot_load)  # fmt: skip
+        self._synced: dict[str, str] = {}  # bank name -> store version loaded (the model thread's)
+        # user -> connections that get the user's job steps pushed: those that started the job or
+        # asked for its status. A user's steps never go to a connection that did not ask for them.
+        self._watchers: dict[str, set[ServerConnection]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -106,7 +140,7 @@ class Backend:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
-            max_size=4 * self.config.max_message_bytes,
+            max_size=4 * max(self.config.max_message_bytes, self.config.max_upload_bytes),
         )
         if self._preloaded is not None:
             self._ready(self._preloaded)
@@ -124,6 +158,8 @@ class Backend:
         await self._server.serve_forever()
 
     async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -203,6 +239,8 @@ class Backend:
             log.exception("connection handler failed")
         finally:
             self._connections.discard(ws)
+            for watchers in self._watchers.values():
+                watchers.discard(ws)
             self.metrics.connections.dec()
             for job in running.values():
                 job.cancel.set()
@@ -211,7 +249,12 @@ class Backend:
 
     async def _dispatch(self, ws: ServerConnection, raw, running: dict) -> None:
         try:
-            message = protocol.decode(raw, limit=self.config.max_message_bytes)
+            limit = max(self.config.max_message_bytes, self.config.max_upload_bytes)
+            message = protocol.decode(raw, limit=limit)
+            size = len(raw)  # characters or bytes: either way a lower bound of the byte size
+            if size > self.config.max_message_bytes and not isinstance(message, PersonalizeStart):
+                raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of "
+                                    f"{self.config.max_message_bytes} bytes", reply_to=getattr(message, "id", None))
         except ProtocolError as exc:
             await ws.send(encode(error_reply(exc.reply_to, exc.error_type, exc.message)))
             return
@@ -233,6 +276,9 @@ class Backend:
             await ws.send(encode(self._status(message.id)))
         elif isinstance(message, (AdaptersList, AdapterLoad, AdapterDelete)):
             await ws.send(encode(await self._adapters(message)))
+        elif isinstance(message, (PersonalizeStart, PersonalizeStatus, PersonalizeCancel, PersonalizeJudged,
+                                  AdapterVersions, AdapterRollback)):
+            await ws.send(encode(await self._personalize(ws, message)))
         else:
             await ws.send(encode(error_reply(getattr(message, "reply_to", None), "unknown_type", f"{message.type!r} is sent by the backend, not to it")))
 
@@ -286,6 +332,20 @@ class Backend:
         own, shared = self._visible(user)
         return Adapters(reply_to=message.id, adapters=own, shared=shared)
 
+    async def _personal_rows(self, user: str, n: int) -> tuple[list[Optional[str]], list[Optional[str]]]:
+        """(bank names, labels) of ``n`` rows sampled across ``user``'s adapters in service."""
+        if self._runner is None or not _NAME.match(user) or user == SHARED:
+            return [None] * n, [None] * n
+        try:
+            names = await asyncio.wrap_future(self._scheduler.call(lambda: self._sync_user(user)))
+        except Exception as exc:  # a broken published folder must not cost the user completions
+            log.error("%s's adapters could not be loaded; completing with the base model: %s", user, exc)
+            return [None] * n, [None] * n
+        if not names:
+            return [None] * n, [None] * n
+        rows = [names[i % len(names)] for i in range(n)]
+        return rows, [r.split("/", 1)[1] for r in rows]
+
     def _adapter_folder(self, user: str, path: str) -> Path:
         if not self.config.adapter_root:
             raise ProtocolError("unknown_adapter", "this backend loads no adapters from disk: the operator must start it with --adapter-root DIR")
@@ -303,6 +363,90 @@ class Backend:
             raise ProtocolError("overloaded", "every adapter slot is in use by running requests; try again shortly")
         bank.load(key, folder)
 
+    # -- personalization -------------------------------------------------------------------
+
+    async def _personalize(self, ws: ServerConnection, message) -> Any:
+        """Answer a personalize or version request of ``message.user`` (only ever theirs)."""
+        user = message.user
+        if not _NAME.match(user) or user == SHARED:
+            return error_reply(message.id, "malformed", f"user {user!r} is not a valid user name")
+        if self._runner is None:
+            return error_reply(message.id, "bad_request", "this backend keeps no adapters: the operator must start "
+                               "it with --adapter-root DIR to personalize")
+        from .training.jobs import JobConflict
+        from .training.store import StoreError
+
+        runner = self._runner
+        try:
+            if isinstance(message, PersonalizeStart):
+                state = await runner.start(message, self._job_changed)
+                self._watchers.setdefault(user, set()).add(ws)
+                return JobFrame(reply_to=message.id, job=state)
+            if isinstance(message, PersonalizeStatus):
+                self._watchers.setdefault(user, set()).add(ws)
+                return JobFrame(reply_to=message.id, job=runner.status(user))
+            if isinstance(message, PersonalizeCancel):
+                return JobFrame(reply_to=message.id, job=runner.cancel(user))
+            if isinstance(message, PersonalizeJudged):
+                return JobFrame(reply_to=message.id, job=runner.judged(user, message.before, message.after))
+            if isinstance(message, AdapterRollback):
+                runner.store.rollback(user, message.adapter, to=message.to)
+                await self._hot_load(user)
+            return Versions(reply_to=message.id, adapters=self._versions(user))
+        except JobConflict as exc:
+            return error_reply(message.id, "job_running", str(exc))
+        except (StoreError, ValueError) as exc:
+            return error_reply(message.id, "bad_request", str(exc))
+
+    def _job_changed(self, state) -> None:
+        """Push a step of ``state.user``'s job to the connections watching that user."""
+        frame = encode(JobFrame(reply_to=None, job=state))
+        for ws in list(self._watchers.get(state.user, ())):
+            asyncio.ensure_future(_send_quietly(ws, frame))
+
+    def _versions(self, user: str) -> list[AdapterInfo]:
+        store = self._runner.store
+        out = []
+        for name, entry in store.list(user).items():
+            infos = []
+            for version in entry["versions"]:
+                metrics = store._version(user, name, version).metrics
+                heldout = metrics.get("heldout")
+                infos.append(VersionInfo(
+                    version=version, created=float(metrics.get("trained_at", 0.0)),
+                    metrics=build(EvalMetrics, heldout, path="metrics") if isinstance(heldout, dict) else None,
+                    train_examples=int(metrics.get("train_examples", 0))))  # fmt: skip
+            out.append(AdapterInfo(name=name, current=entry["current"], versions=infos))
+        return out
+
+    async def _hot_load(self, user: str) -> None:
+        """Bring ``user``'s adapters in service into the bank (in the model thread); no-op before ready."""
+        if self._scheduler is None:
+            return
+        await asyncio.wrap_future(self._scheduler.call(lambda: self._sync_user(user)))
+
+    def _sync_user(self, user: str) -> list[str]:
+        """(model thread) The bank names of ``user``'s adapters in service, (re)loading what changed.
+
+        Variants first (row i of a request uses variant i mod K), else the main adapter, else none.
+        """
+        from .training.hotload import adapters_in_service
+
+        wanted = adapters_in_service(self._runner.store, user)
+        loaded = set(self._bank.loaded())
+        for name, (version, folder) in wanted.items():
+            if self._synced.get(name) != version or name not in loaded:
+                self._load_adapter(name, folder)
+                self._synced[name] = version
+        prefix = f"{user}/"
+        for name in [n for n in self._synced if n.startswith(prefix) and n not in wanted]:
+            if name in self._bank.loaded() and name not in self._scheduler.running_adapters():
+                self._bank.unload(name)
+            del self._synced[name]
+        self.metrics.adapters_resident.set(len(self._bank.loaded()))
+        variants = sorted((n for n in wanted if n.startswith(f"{prefix}variant-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+        return variants or [n for n in wanted if n == f"{prefix}personal"]
+
     # -- generation ------------------------------------------------------------------------
 
     async def _generate(self, ws: ServerConnection, request: Generate, cancel: threading.Event) -> None:
@@ -315,7 +459,10 @@ class Backend:
             n = max(1, min(request.n, self.config.engine.max_candidates))
             labels = [request.adapters[i % len(request.adapters)] for i in range(n)] if request.adapters else [None] * n
             try:
-                rows = [None if a is None else self._resolve(request.user, a) for a in labels]
+                if request.personal and not request.adapters:
+                    rows, labels = await self._personal_rows(request.user, n)
+                else:
+                    rows = [None if a is None else self._resolve(request.user, a) for a in labels]
             except ProtocolError as exc:
                 await ws.send(encode(error_reply(request.id, exc.error_type, exc.message)))
                 return

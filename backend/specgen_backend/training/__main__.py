@@ -6,7 +6,15 @@
     python -m specgen_backend.training rollback --store DIR --user U [--adapter personal] [--to v1]
 
 The report (metrics before/after, what was published) is printed as JSON on stdout; a tqdm bar
-on stderr shows progress. Ctrl-C cancels the job and publishes nothing.
+on stderr shows progress. Ctrl-C cancels the job and publishes nothing. A second personalize for
+the same user and store, from any process, is refused (exit status 4) while one runs.
+
+With ``--events`` (how the backend runs jobs, ``runner.py``) stdout carries one JSON object per
+line instead: ``{"event": "progress", "phase", "step", "total", "loss"}`` at each step,
+``{"event": "judge", "before": [...], "after": [...]}`` when ``--judge`` asks for executable rates
+(answered by one JSON line on stdin, ``{"before": rate|null, "after": rate|null}``), and finally
+``{"event": "result", "report": {...}}`` or ``{"event": "error", "kind", "message"}``. SIGTERM
+cancels like Ctrl-C. Exit status: 0 done, 1 failed, 3 cancelled, 4 another job of the user runs.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--events", action="store_true", help="JSON-lines progress on stdout instead of a tqdm bar")
+    p.add_argument("--judge", action="store_true",
+                   help="with --events: ask for the executable rates of the held-out predictions on stdin")
     for name, help_ in (("list", "the user's adapters and versions"), ("rollback", "put an earlier version back")):
         q = sub.add_parser(name, help=help_)
         q.add_argument("--store", required=True)
@@ -49,23 +60,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _personalize(args) -> dict:
-    from tqdm import tqdm
+EXIT_FAILED, EXIT_CANCELLED, EXIT_BUSY = 1, 3, 4
 
+
+def _setup(args):
     from .examples import load_examples
-    from .jobs import JobManager, PersonalizeConfig, personalize
+    from .jobs import PersonalizeConfig
     from .store import AdapterStore
-    from .train import TrainConfig, load_base
+    from .train import TrainConfig
 
     train = load_examples(args.data)
     heldout = load_examples(args.heldout) if args.heldout else []
-    store = AdapterStore(args.store)
-    base = load_base(args.base, device=args.device)
     config = PersonalizeConfig(
         adapter=args.adapter, variants=args.variants,
         train=TrainConfig(steps=args.steps, learning_rate=args.lr, rank=args.rank, batch_size=args.batch_size),
         variant_train=TrainConfig(steps=args.variant_steps, learning_rate=args.lr, rank=args.rank,
                                   batch_size=args.batch_size))
+    return train, heldout, AdapterStore(args.store), config
+
+
+def _personalize(args) -> dict:
+    from tqdm import tqdm
+
+    from .jobs import JobConflict, JobManager, personalize
+    from .train import load_base
+
+    train, heldout, store, config = _setup(args)
+    base = load_base(args.base, device=args.device)
     bars: dict[str, tqdm] = {}
     lock = threading.Lock()
 
@@ -92,8 +113,58 @@ def _personalize(args) -> dict:
         for bar in bars.values():
             bar.close()
     if job.state != "done":
-        raise SystemExit(f"personalize {job.state}: {job.error}")
+        sys.stderr.write(f"personalize {job.state}: {job.error}\n")
+        busy = job.error.startswith(JobConflict.__name__)
+        raise SystemExit(EXIT_BUSY if busy else EXIT_CANCELLED if job.state == "cancelled" else EXIT_FAILED)
     return job.result
+
+
+def _emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _personalize_events(args) -> int:
+    """One job in this process's main thread, talking JSON lines (see the module docstring)."""
+    import signal
+
+    from .jobs import JobConflict, personalize
+    from .train import TrainingCancelled, load_base
+
+    cancel = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: cancel.set())
+
+    def judge(before: list, after: list):
+        _emit({"event": "judge", "before": before, "after": after})
+        line = sys.stdin.readline()  # the backend always answers, with nulls when it has no rates
+        try:
+            answer = json.loads(line) if line.strip() else {}
+        except ValueError:
+            answer = {}
+        rate = lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+        return rate(answer.get("before")), rate(answer.get("after"))
+
+    try:
+        train, heldout, store, config = _setup(args)
+        _emit({"event": "progress", "phase": "starting", "step": 0, "total": 0, "loss": 0.0})
+        base = load_base(args.base, device=args.device)
+        report = personalize(base, store, args.user, train, heldout, config=config, cancel=cancel,
+                             progress=lambda phase, step, total, loss: _emit(
+                                 {"event": "progress", "phase": phase, "step": step, "total": total, "loss": loss}),
+                             judge=judge if args.judge else None)
+    except JobConflict as exc:
+        _emit({"event": "error", "kind": "job_running", "message": str(exc)})
+        return EXIT_BUSY
+    except TrainingCancelled as exc:
+        _emit({"event": "error", "kind": "cancelled", "message": str(exc)})
+        return EXIT_CANCELLED
+    except Exception as exc:
+        logging.getLogger(__name__).exception("personalize failed")
+        _emit({"event": "error", "kind": "failed", "message": f"{type(exc).__name__}: {exc}"})
+        return EXIT_FAILED
+    _emit({"event": "result", "report": report})
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -101,6 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from .store import AdapterStore, StoreError
 
+    if args.command == "personalize" and args.events:
+        return _personalize_events(args)
     try:
         if args.command == "personalize":
             out = _personalize(args)

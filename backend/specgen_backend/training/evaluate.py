@@ -32,9 +32,14 @@ class Metrics:
     edit_similarity: float  # mean difflib ratio between completion and target, in [0, 1]
     count: int
     predictions: list[str] = field(default_factory=list, repr=False, compare=False)
+    # Share of completions that ran after their notebook's earlier cells (measured by the Jupyter
+    # side, where the data is); None when it was not measured.
+    executable_rate: Optional[float] = None
 
     def as_dict(self) -> dict:
-        return {"exact_match": self.exact_match, "edit_similarity": self.edit_similarity, "count": self.count}
+        """The shape of ``protocol.EvalMetrics``."""
+        return {"exact_match": self.exact_match, "edit_similarity": self.edit_similarity, "count": self.count,
+                "executable_rate": self.executable_rate}
 
 
 def edit_similarity(a: str, b: str) -> float:
@@ -146,6 +151,12 @@ def evaluate(base: BaseModel, adapter: Optional[str | Path], examples: Sequence[
 
 
 def not_worse(new: Metrics, current: Metrics, *, tolerance: float = 1e-9) -> bool:
-    """Publish rule: neither metric drops (a tie publishes: the newer data is the user's latest)."""
-    return (new.exact_match >= current.exact_match - tolerance
-            and new.edit_similarity >= current.edit_similarity - tolerance)
+    """Publish rule: no metric drops (a tie publishes: the newer data is the user's latest).
+
+    The executable rate counts when both sides have one.
+    """
+    ok = (new.exact_match >= current.exact_match - tolerance
+          and new.edit_similarity >= current.edit_similarity - tolerance)
+    if new.executable_rate is not None and current.executable_rate is not None:
+        ok = ok and new.executable_rate >= current.executable_rate - tolerance
+    return ok

@@ -2,14 +2,17 @@
 
 ``personalize`` is the whole pipeline for one user, run synchronously: it trains a candidate
 adapter in the user's staging folder, evaluates it and the adapter in service (the base model
-when none is) on the held-out split, publishes it only if it is not worse, then (optionally)
+when none is) on the held-out split, asks ``judge`` (when given) for the executable rates of
+both sets of predictions, publishes the candidate only if it is not worse, then (optionally)
 trains K influence-partitioned variants and publishes them as one versioned set. Any failure,
 cancellation included, leaves the store as it was: nothing is published until a step is done,
-and the staging folder is removed in ``finally``.
+and the staging folder is removed in ``finally``. The report has the fields of
+``protocol.JobReport``.
 
-``JobManager`` runs it in a thread, one job per user at a time: a second request for a user
-whose job is running is refused with ``JobConflict`` (never interleaved); other users' jobs are
-independent.
+It holds the user's store lock (``AdapterStore.lock``, an ``flock``) throughout, so a second job
+for the same user is refused whether it runs in this process, in the backend or in a CLI.
+``JobManager`` runs jobs in threads and also refuses a second one per user up front with
+``JobConflict``; other users' jobs are independent.
 """
 
 from __future__ import annotations
@@ -18,24 +21,27 @@ import logging
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 from .evaluate import Metrics, evaluate, not_worse
 from .examples import TrainingExample
 from .influence import InfluenceConfig, influence_scores
-from .store import AdapterStore, validate_name
+from .store import AdapterStore, StoreBusy, validate_name
 from .train import BaseModel, TrainConfig, TrainingCancelled, train_adapter
 from .variants import train_variants
 
-__all__ = ["PersonalizeConfig", "personalize", "Job", "JobConflict", "JobManager", "VARIANTS_ADAPTER"]
+__all__ = ["PersonalizeConfig", "personalize", "Job", "JobConflict", "JobManager", "VARIANTS_ADAPTER", "Judge"]
 
 log = logging.getLogger(__name__)
 
 VARIANTS_ADAPTER = "variants"  # the store name of a user's variant set (folders variant-0 ... variant-K-1)
 
-# progress(phase, step, total, loss); phase is "train", "evaluate", "influence" or "variants"
+# progress(phase, step, total, loss); phase is "train", "evaluate", "judge", "influence" or "variants"
 Progress = Callable[[str, int, int, float], None]
+# judge(predictions of the adapter in service, predictions of the candidate) -> their executable
+# rates (None where unknown)
+Judge = Callable[[list, list], tuple[Optional[float], Optional[float]]]
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,18 @@ class PersonalizeConfig:
 def personalize(base: BaseModel, store: AdapterStore, user: str, train: Sequence[TrainingExample],
                 heldout: Sequence[TrainingExample], *, config: PersonalizeConfig = PersonalizeConfig(),
                 queries: Optional[Sequence[TrainingExample]] = None, progress: Optional[Progress] = None,
-                cancel: Optional[threading.Event] = None) -> dict:
+                cancel: Optional[threading.Event] = None, judge: Optional[Judge] = None) -> dict:
     """Run the pipeline; return a report (metrics before/after, what was published)."""
     validate_name("user", user)
+    try:
+        with store.lock(user):
+            return _personalize(base, store, user, train, heldout, config=config, queries=queries,
+                                progress=progress, cancel=cancel, judge=judge)
+    except StoreBusy as exc:
+        raise JobConflict(str(exc)) from None
+
+
+def _personalize(base, store, user, train, heldout, *, config, queries, progress, cancel, judge) -> dict:
     report = (lambda *a: progress(*a)) if progress is not None else (lambda *a: None)
     staging = store.staging(user)
     try:
@@ -62,7 +77,7 @@ def personalize(base: BaseModel, store: AdapterStore, user: str, train: Sequence
         trained = train_adapter(base, train, candidate, config=config.train, cancel=cancel,
                                 progress=lambda s, t, loss: report("train", s, t, loss))
         result: dict = {"user": user, "train_examples": len(train), "heldout_examples": len(heldout),
-                        "losses": trained.losses[-1:], "published": False}
+                        "losses": trained.losses[-1:], "published": False, "version": None}
         current = store.current(user, config.adapter)
         if heldout:
             report("evaluate", 0, 2, 0.0)
@@ -71,17 +86,31 @@ def personalize(base: BaseModel, store: AdapterStore, user: str, train: Sequence
             report("evaluate", 1, 2, 0.0)
             after = evaluate(base, candidate, heldout, max_new_tokens=config.max_new_tokens)
             report("evaluate", 2, 2, 0.0)
+            if judge is not None:
+                _check(cancel)
+                report("judge", 0, 1, 0.0)
+                rate_before, rate_after = judge(list(before.predictions), list(after.predictions))
+                before = replace(before, executable_rate=rate_before)
+                after = replace(after, executable_rate=rate_after)
+                report("judge", 1, 1, 0.0)
             result.update(before=before.as_dict(), after=after.as_dict(),
                           before_label=current.version if current else "base")
             publish = not_worse(after, before)
+            runs = "" if after.executable_rate is not None and before.executable_rate is not None else \
+                " (executable rate not measured)"
+            result["reason"] = (f"not worse than {result['before_label']} on {len(heldout)} held-out cells{runs}"
+                                if publish else f"worse than {result['before_label']} on {len(heldout)} held-out "
+                                f"cells{runs}; {result['before_label']} stays in service")
         else:
             # Nothing to judge by (one notebook): publish, and say it was not evaluated.
             after, publish = None, True
-            result.update(before=None, after=None, before_label=None)
+            result.update(before=None, after=None, before_label="",
+                          reason="published without evaluation: no held-out notebook (it takes two or more notebooks)")
         _check(cancel)
         if not publish:
             log.info("candidate adapter for %s is worse than %s; not published", user, result["before_label"])
             return result
+        report("publish", 0, 1, 0.0)
         metrics = {"heldout": after.as_dict() if isinstance(after, Metrics) else None, "trained_at": time.time(),
                    "train_examples": len(train)}
         version = store.publish(user, config.adapter, candidate, metrics=metrics)
@@ -98,7 +127,8 @@ def personalize(base: BaseModel, store: AdapterStore, user: str, train: Sequence
                                       init_adapter=candidate)
             sizes = [len(g) for g in variants.groups]
             published = store.publish(user, VARIANTS_ADAPTER, variants.folder,
-                                      metrics={"groups": sizes, "k": config.variants, "trained_at": time.time()})
+                                      metrics={"groups": sizes, "k": config.variants, "trained_at": time.time(),
+                                               "train_examples": len(train)})
             result.update(variants_version=published.version, variant_groups=sizes)
         return result
     finally:

@@ -5,6 +5,7 @@ Layout::
     <root>/<user>/<adapter>/v1/ v2/ ...   one folder per published version (never modified)
     <root>/<user>/<adapter>/current       the name of the version in service ("v2")
     <root>/<user>/.staging/               where jobs write before publishing
+    <root>/<user>/.lock                   held (flock) by the one job of this user, in any process
 
 A version is copied into a temporary folder beside its final place and renamed into it, so it
 appears whole or not at all; ``current`` is replaced with ``os.replace``. A crash at any point
@@ -14,6 +15,8 @@ ever looks under that user's folder; names are checked so that none can climb ou
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["AdapterStore", "AdapterVersion", "StoreError", "validate_name"]
+__all__ = ["AdapterStore", "AdapterVersion", "StoreError", "StoreBusy", "validate_name"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ _VERSION = re.compile(r"^v(\d+)$")
 
 class StoreError(ValueError):
     """A bad name, an unknown adapter or version; the message says which."""
+
+
+class StoreBusy(RuntimeError):
+    """Another job (in this process or another) holds the user's lock."""
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -73,6 +80,26 @@ class AdapterStore:
         base = self.user_dir(user) / ".staging"
         base.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=base))
+
+    @contextlib.contextmanager
+    def lock(self, user: str):
+        """Hold ``user``'s job lock; ``StoreBusy`` at once if another job holds it.
+
+        An advisory ``flock`` on ``<user>/.lock``: it is shared by every process using this store
+        (the backend's jobs, the CLI) and released by the kernel when the holder dies, so a crashed
+        job never leaves the user locked out.
+        """
+        folder = self.user_dir(user)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreBusy(f"a personalize job for {user!r} is already running; wait for it or cancel it") from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def clean_staging(self, user: str) -> None:
         shutil.rmtree(self.user_dir(user) / ".staging", ignore_errors=True)
