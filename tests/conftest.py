@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# The personalization fixtures, session-scoped and shared by the backend and Jupyter tests.
+from .personal_data import alice_dataset, alice_examples, alice_root, pandas_base, tiny_base  # noqa: F401
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
