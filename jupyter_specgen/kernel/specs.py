@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import types
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from .messages import Column, Spec

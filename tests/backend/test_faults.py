@@ -11,7 +11,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specgen_backend import protocol
-from specgen_backend.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolError
+from specgen_backend.protocol import PROTOCOL_VERSION, ProtocolError
 from specgen_backend.server import Backend, BackendConfig
 
 from .test_serving import TOKEN, connect_ready, frame, generate
