@@ -3,7 +3,8 @@
 Requests from every browser tab are multiplexed over it, each under a backend-side id of its
 own. The connection is kept up: when it drops (the backend was killed, restarted, or is
 unreachable) every request in flight is answered with ``backend_unavailable`` and the client
-connects again.
+connects again. Steps of personalize jobs that the backend pushes (``job`` frames without
+``reply_to``) go to ``on_job``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
 from specgen_backend import protocol
-from specgen_backend.protocol import Cancel, CompletionContext, Error, Generate, Result, Status, Token
+from specgen_backend.protocol import Cancel, CompletionContext, Error, Generate, Job, JobState, Result, Status, Token
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -45,7 +46,7 @@ class BackendState:
 
 @dataclass
 class _Pending:
-    on_token: Callable[[int, str], None]
+    on_token: Optional[Callable[[int, str], None]] = None
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -53,9 +54,11 @@ Locate = Callable[[], Awaitable[tuple[str, str]]]  # -> (url, token)
 
 
 class BackendClient:
-    def __init__(self, locate: Locate, *, model: str, on_state: Callable[[BackendState], None]):
+    def __init__(self, locate: Locate, *, model: str, on_state: Callable[[BackendState], None],
+                 on_job: Optional[Callable[[JobState], None]] = None):
         self._locate = locate  # waits until the backend is reachable, then gives (url, token)
         self._on_state = on_state
+        self._on_job = on_job
         self.state = BackendState(state="starting", model=model, message="starting the model backend")
         self._ws: Optional[ClientConnection] = None
         self._pending: dict[str, _Pending] = {}
@@ -89,6 +92,7 @@ class BackendClient:
         temperature: float,
         on_token: Callable[[int, str], None],
         adapters: tuple[str, ...] = (),
+        personal: bool = False,
     ) -> Result:
         """Run one generation; ``on_token`` sees the streamed deltas. Raises ``BackendError``.
 
@@ -100,7 +104,7 @@ class BackendClient:
         request_id = f"r{next(self._ids)}"
         request = Generate(
             id=request_id, user=user, context=context, n=n, max_tokens=max_tokens,
-            temperature=temperature, adapters=list(adapters),
+            temperature=temperature, adapters=list(adapters), personal=personal,
         )  # fmt: skip
         pending = self._pending[request_id] = _Pending(on_token=on_token)
         try:
@@ -112,6 +116,26 @@ class BackendClient:
             except ConnectionClosed:
                 pass
             raise
+        except ConnectionClosed:
+            raise BackendError("backend_unavailable", "the connection to the model backend was lost") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def request(self, build: Callable[[str], object], *, timeout_s: float = 60.0):
+        """Send the request ``build(id)`` (anything but ``generate``) and return its final answer.
+
+        Raises ``BackendError`` for an ``error`` answer, a lost connection or no answer in time.
+        """
+        ws = self._ws
+        if ws is None:
+            raise BackendError("backend_unavailable", f"the model backend is not reachable ({self.state.state}: {self.state.message})")
+        request_id = f"r{next(self._ids)}"
+        pending = self._pending[request_id] = _Pending()
+        try:
+            await ws.send(protocol.encode(build(request_id)))
+            return await asyncio.wait_for(pending.future, timeout_s)
+        except asyncio.TimeoutError:
+            raise BackendError("backend_unavailable", f"the model backend did not answer within {timeout_s:.0f} s") from None
         except ConnectionClosed:
             raise BackendError("backend_unavailable", "the connection to the model backend was lost") from None
         finally:
@@ -163,17 +187,24 @@ class BackendClient:
                 text = message.message or ("loading the model" if state == "starting" else "")
                 self.set_state(BackendState(state=state, model=message.model, device=message.device, message=text))
                 continue
+            if isinstance(message, Job) and message.reply_to is None:
+                if self._on_job is not None and message.job is not None:
+                    try:
+                        self._on_job(message.job)
+                    except Exception:
+                        log.exception("handling a personalize job step failed")
+                continue
             pending = self._pending.get(str(getattr(message, "reply_to", "")))
             if pending is None:
                 continue  # an answer to a request already given up on
             if isinstance(message, Token):
-                pending.on_token(message.candidate, message.text)
-            elif isinstance(message, Result):
-                if not pending.future.done():
-                    pending.future.set_result(message)
+                if pending.on_token is not None:
+                    pending.on_token(message.candidate, message.text)
             elif isinstance(message, Error):
                 if not pending.future.done():
                     pending.future.set_exception(BackendError(message.error.type, message.error.message))
+            elif not pending.future.done():
+                pending.future.set_result(message)  # result, job, versions, adapters: the final answer
 
     def _fail_pending(self, error_type: str, message: str) -> None:
         for pending in self._pending.values():

@@ -2,7 +2,8 @@
 
 By default it starts the model backend as a child process on loopback with a random token;
 with ``SpecgenExtension.backend_url`` set it connects to a standalone backend instead (a shared
-GPU host), with the token from ``backend_token`` or ``backend_token_file``.
+GPU host), with the token from ``backend_token`` or ``backend_token_file``. The child keeps the
+users' adapters under ``adapter_root`` (a standalone backend: its own ``--adapter-root``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Optional
 
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from specgen_backend.cli import default_model
 from traitlets import Bool, Float, Int, Unicode, default
@@ -20,14 +22,18 @@ from .backend_process import BackendProcess
 from .completions.pipeline import CompletionSettings
 from .kernel import autoload
 from .kernel_client import KernelLinks
-from .protocol import Status
+from .personalize.feedback import FeedbackStore, default_feedback_path
+from .personalize.service import PersonalizeService, PersonalizeSettings
+from .protocol import Personalize, Status
 from .routes import CompletionsWebSocket
+from .routes_personalize import personalize_handlers
 
 __all__ = ["SpecgenExtension", "SpecgenService"]
 
 
 class SpecgenService:
-    """What the handlers share: the backend client, its child process, the open tabs."""
+    """What the handlers share: the backend client, its child process, the open tabs, and
+    personalization."""
 
     def __init__(
         self,
@@ -36,6 +42,9 @@ class SpecgenService:
         process: Optional[BackendProcess],
         kernels: Optional[KernelLinks],
         completion_settings: CompletionSettings,
+        root_dir: str,
+        feedback: FeedbackStore,
+        personalize_settings: PersonalizeSettings,
         log,
     ):
         self.process = process
@@ -43,7 +52,11 @@ class SpecgenService:
         self.completion_settings = completion_settings
         self.log = log
         self._subscribers: set = set()
-        self.client: BackendClient = client_factory(self._broadcast)
+        self.client: BackendClient = client_factory(self._broadcast, self._on_job)
+        self.personalize = PersonalizeService(client=self.client, root_dir=root_dir, kernels=kernels,
+                                              feedback=feedback, settings=personalize_settings,
+                                              push=self.send_to_user)
+        self._feedback = feedback
         self._started = False
 
     def ensure_started(self) -> None:
@@ -60,7 +73,9 @@ class SpecgenService:
         self.client.start()
 
     async def stop(self) -> None:
+        await self.personalize.close()
         await self.client.close()
+        self._feedback.close()
         if self.kernels is not None:
             await self.kernels.close()
         if self.process is not None:
@@ -72,6 +87,12 @@ class SpecgenService:
     def unsubscribe(self, handler) -> None:
         self._subscribers.discard(handler)
 
+    def send_to_user(self, user: str, message: Personalize) -> None:
+        """Send ``message`` to the open tabs of ``user`` only (a tab knows its own user)."""
+        for handler in list(self._subscribers):
+            if handler.specgen_user == user:
+                handler.send(message)
+
     def browser_status(self) -> Status:
         s = self.client.state
         return Status(reply_to=None, state=s.state, model=_display_name(s.model), device=s.device, message=s.message)  # type: ignore[arg-type]
@@ -81,6 +102,11 @@ class SpecgenService:
         status = self.browser_status()
         for handler in list(self._subscribers):
             handler.send(status)
+        if state.state == "ready":
+            self.personalize.on_backend_ready()
+
+    def _on_job(self, state) -> None:
+        self.personalize.on_job(state)
 
 
 def _display_name(model: str) -> str:
@@ -111,21 +137,48 @@ class SpecgenExtension(ExtensionApp):
     ).tag(config=True)
     validate = Bool(True, help="Run each candidate in a fork of the kernel before showing it.").tag(config=True)
     specs_budget_ms = Int(CompletionSettings.specs_budget_ms, help="Time the kernel gets to describe its variables.").tag(config=True)
+    personalize = Bool(
+        PersonalizeSettings.enabled,
+        help="Complete with each user's own published adapters (trained by 'Personalize my completions').",
+    ).tag(config=True)
+    personalize_variants = Int(
+        PersonalizeSettings.variants,
+        help="Variant adapters a personalize job trains on influence groups of the data (0-8); a completion's "
+        "candidates are then sampled across them. Each variant adds training time.",
+    ).tag(config=True)
+    personalize_steps = Int(PersonalizeSettings.steps, help="Optimizer steps of a personalize job; 0: the backend's default.").tag(config=True)
+    adapter_root = Unicode(
+        help="Where the child backend keeps the users' adapters (one folder per user, versioned). "
+        "Default: <jupyter data dir>/specgen/adapters.",
+    ).tag(config=True)
+    feedback_path = Unicode(
+        help="SQLite file of accepted and dismissed suggestions. Default: <jupyter data dir>/specgen/feedback.sqlite.",
+    ).tag(config=True)
 
     @default("model")
     def _default_model(self) -> str:
         return default_model()
 
+    @default("adapter_root")
+    def _default_adapter_root(self) -> str:
+        return str(Path(jupyter_data_dir()) / "specgen" / "adapters")
+
+    @default("feedback_path")
+    def _default_feedback_path(self) -> str:
+        return str(default_feedback_path())
+
     def initialize_settings(self) -> None:
         process = None
         if not self.backend_url:
-            process = BackendProcess(model=self.model, device=self.device, dtype=self.dtype)
+            process = BackendProcess(model=self.model, device=self.device, dtype=self.dtype,
+                                     extra_args=("--adapter-root", self.adapter_root))
         settings = CompletionSettings(
             candidates=self.candidates,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             specs_budget_ms=self.specs_budget_ms,
             validate=self.validate,
+            personal=self.personalize,
         )
         kernels = None
         if self.kernel_specs:
@@ -143,16 +196,21 @@ class SpecgenExtension(ExtensionApp):
                     if process.last_error:
                         self.service.client.set_state(BackendState(state="starting", model=self.model, message=process.last_error))
 
-        def make_client(on_state) -> BackendClient:
-            return BackendClient(locate, model=self.model, on_state=on_state)
+        def make_client(on_state, on_job) -> BackendClient:
+            return BackendClient(locate, model=self.model, on_state=on_state, on_job=on_job)
 
+        personalize = PersonalizeSettings(enabled=self.personalize, variants=self.personalize_variants,
+                                          steps=self.personalize_steps)
         self.service = SpecgenService(
-            client_factory=make_client, process=process, kernels=kernels, completion_settings=settings, log=self.log
-        )
+            client_factory=make_client, process=process, kernels=kernels, completion_settings=settings,
+            root_dir=str(Path(self.serverapp.root_dir).expanduser().resolve()),
+            feedback=FeedbackStore(self.feedback_path), personalize_settings=personalize, log=self.log,
+        )  # fmt: skip
         self.settings.update({"specgen": self.service})
 
     def initialize_handlers(self) -> None:
         self.handlers.append((r"/specgen/ws", CompletionsWebSocket))
+        self.handlers.extend(personalize_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         self.service.ensure_started()

@@ -21,6 +21,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .backend_client import BackendError
 from .completions.pipeline import complete
 from .protocol import Cancel, Complete, ProtocolError, decode, encode, error_reply
+from .users import specgen_user
 
 __all__ = ["CompletionsWebSocket"]
 
@@ -42,6 +43,7 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         user = self.current_user
         if not await ensure_async(self.authorizer.is_authorized(self, user, "execute", AUTH_RESOURCE)):
             raise web.HTTPError(403)
+        self.specgen_user = specgen_user(self)  # whose adapters complete here, and whose job steps it sees
         self._tasks: dict[int, asyncio.Task] = {}  # request id -> running completion
         self._by_cell: dict[str, int] = {}  # cell id -> newest request id
         await super().get(*args, **kwargs)
@@ -85,7 +87,7 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         try:
             done = await complete(
                 request,
-                user=self.current_user.username,
+                user=self.specgen_user,
                 client=self.service.client,
                 kernels=self.service.kernels,
                 settings=self.service.completion_settings,

@@ -36,6 +36,7 @@ class CompletionSettings:
     specs_budget_ms: int = 50  # time the kernel gets to describe its variables
     validate: bool = True  # run candidates in a fork of the kernel before showing them
     validate_timeout_ms: int = 2000  # wall-clock limit of each forked run
+    personal: bool = True  # sample with the user's published adapters (across their variants)
 
 
 async def complete(
@@ -61,6 +62,7 @@ async def complete(
         max_tokens=settings.max_tokens,
         temperature=settings.temperature,
         on_token=on_token,
+        personal=settings.personal,
     )
     candidates = [c for c in result.candidates if c.text.strip()]
     texts = [c.text for c in candidates]
@@ -70,7 +72,8 @@ async def complete(
             kernel_id, texts, prefix=request.prefix, suffix=request.suffix, timeout_ms=settings.validate_timeout_ms
         )
     ranked = rank(texts, verdicts, [c.logprob for c in candidates])
-    items = [Item(text=r.text, verdict=r.item_verdict, detail=r.detail, score=r.logprob) for r in ranked]
+    items = [Item(text=r.text, verdict=r.item_verdict, detail=r.detail, score=r.logprob, adapter=candidates[r.index].adapter or "")
+             for r in ranked]
     return Done(reply_to=request.id, items=items, model=result.model)
 
 
