@@ -107,9 +107,9 @@ export function buildPlot(options: IPlotOptions): SVGSVGElement {
     );
   });
 
-  // Legend, top right.
-  series.forEach(({ name, label }, index) => {
-    const x = WIDTH - RIGHT - 150 + index * 80;
+  // Legend, top left, each entry as wide as its label (labels such as "before (v12)" vary).
+  let x = LEFT;
+  series.forEach(({ name, label }) => {
     svg.appendChild(
       element('rect', {
         class: `jp-specgen-plot-swatch jp-specgen-plot-bar-${name}`,
@@ -120,6 +120,7 @@ export function buildPlot(options: IPlotOptions): SVGSVGElement {
       })
     );
     svg.appendChild(text(label, x + 14, 13, 'jp-specgen-plot-legend', 'start'));
+    x += 14 + label.length * LEGEND_CHAR_WIDTH + 16;
   });
   return svg;
 }
@@ -150,6 +151,7 @@ const TOP = 34; // room for the legend and the value above a full bar
 const BOTTOM = 26; // room for the metric names
 const BAR_WIDTH = 36;
 const BAR_GAP = 6;
+const LEGEND_CHAR_WIDTH = 6.5; // an upper bound of a character's width at the legend's font size
 
 function yOf(value: number): number {
   return TOP + (1 - value) * (HEIGHT - TOP - BOTTOM);
