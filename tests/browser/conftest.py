@@ -1,0 +1,118 @@
+"""Shared by the browser tests: a real `jupyter lab` process with the extension (fresh settings,
+free port), Debian's headless chromium driven by Playwright, and the artifacts folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TOKEN = "browser-test-token"
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A running `jupyter lab`: its base URL and token."""
+
+    base: str
+    token: str
+    log: Path
+
+    def url(self, path: str = "lab") -> str:
+        """The page at `path` (e.g. "lab/tree/demo.ipynb"), authenticated by the token."""
+        return f"{self.base}/{path}?token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """test-artifacts/ at the repository root (screenshots, server logs)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def start_lab(tmp_path, artifacts) -> Callable[..., Lab]:
+    """Start `jupyter lab` serving `root` with extra `args` and `env`; stopped (and its log copied
+    to test-artifacts/) when the test ends."""
+    procs: list[tuple[subprocess.Popen, Path, object]] = []
+
+    def start(root: Path, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None, log_name: str = "lab.log") -> Lab:
+        if not Path(CHROMIUM).exists():
+            pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does)")
+        port = _free_port()
+        full_env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+        # Settings live in a fresh user-settings dir so a developer's own settings cannot interfere.
+        full_env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "settings")
+        full_env["JUPYTERLAB_WORKSPACES_DIR"] = str(tmp_path / "workspaces")
+        full_env.update(env or {})
+        # No "get notified about Jupyter news?" toast over the screenshots.
+        labconfig = tmp_path / "config" / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        log_path = tmp_path / log_name
+        log = open(log_path, "w")
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={TOKEN}", "--allow-root", *args,
+            ],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append((proc, log_path, log))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
+                return Lab(base, TOKEN, log_path)
+            except OSError:
+                time.sleep(0.5)
+        log.flush()
+        pytest.fail(f"jupyter lab did not start:\n{log_path.read_text()[-3000:]}")
+
+    yield start
+    for proc, log_path, log in procs:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.copy(log_path, artifacts / log_path.name)
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian chromium under Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
