@@ -249,12 +249,21 @@ class Backend:
 
     async def _dispatch(self, ws: ServerConnection, raw, running: dict) -> None:
         try:
-            limit = max(self.config.max_message_bytes, self.config.max_upload_bytes)
-            message = protocol.decode(raw, limit=limit)
+            limit = self.config.max_message_bytes
             size = len(raw)  # characters or bytes: either way a lower bound of the byte size
-            if size > self.config.max_message_bytes and not isinstance(message, PersonalizeStart):
-                raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of "
-                                    f"{self.config.max_message_bytes} bytes", reply_to=getattr(message, "id", None))
+            if size <= limit:
+                message = protocol.decode(raw, limit=limit)
+            else:
+                # Only ``personalize_start`` (the user's examples) may be this large; anything else,
+                # readable or not, is answered as too large, as it always was.
+                try:
+                    message = protocol.decode(raw, limit=self.config.max_upload_bytes)
+                except ProtocolError:
+                    message = None
+                if not isinstance(message, PersonalizeStart):
+                    raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of {limit} bytes "
+                                        f"(only personalize_start may carry up to {self.config.max_upload_bytes})",
+                                        reply_to=getattr(message, "id", None))
         except ProtocolError as exc:
             await ws.send(encode(error_reply(exc.reply_to, exc.error_type, exc.message)))
             return

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -61,7 +61,9 @@ class PersonalizeSettings:
     judge: bool = True  # run the held-out predictions in forks; executable rates join the publish rule
     judge_timeout_s: float = 240.0  # a judge that takes longer answers "unknown"
     max_examples: int = 4000  # training examples one job uploads (newest notebooks first)
-    max_upload_bytes: int = 24 << 20  # under the backend's upload limit (32 MiB)
+    # Held-out cells one job evaluates: each costs two greedy completions and, judged, two forks.
+    max_heldout: int = 200
+    max_upload_bytes: int = 24 << 20  # under the backend's upload limit (32 MiB); a quarter for held-out
     log_entries: int = 500  # execution-log entries asked of each running kernel
     scan: ScanOptions = ScanOptions()
     dataset: DatasetOptions = DatasetOptions()
@@ -110,25 +112,36 @@ class PersonalizeService:
         scan = await asyncio.to_thread(scan_notebooks, self.root_dir, self.settings.scan)
         data = await asyncio.to_thread(build_dataset, scan.notebooks, log_entries=entries, feedback=records,
                                        options=self.settings.dataset)
-        train, left_out = self._capped(data.train)
+        s = self.settings
+        heldout, heldout_out, used = self._capped(data.heldout, count=s.max_heldout, size=s.max_upload_bytes // 4)
+        train, train_out, _ = self._capped(data.train, count=s.max_examples, size=s.max_upload_bytes - used)
+        left_out = heldout_out + train_out
         summary = DataSummary(
-            root=str(self.root_dir), train=len(train), heldout=len(data.heldout),
+            root=str(self.root_dir), train=len(train), heldout=len(heldout),
             notebooks_train=data.notebooks_train, notebooks_heldout=data.notebooks_heldout,
             from_feedback=sum(e.origin == "feedback" for e in train),
-            with_specs=sum(bool(e.spec) for e in [*train, *data.heldout]),
+            with_specs=sum(bool(e.spec) for e in [*train, *heldout]),
             feedback_accepted=counts["accepted"], feedback_rejected=counts["rejected"],
             skipped=[Skipped(path=p, reason=r) for p, r in sorted(scan.skipped.items())],
             dropped=[Dropped(reason=r, count=n) for r, n in sorted(data.dropped.items())],
             truncated=scan.truncated, left_out=left_out,
         )  # fmt: skip
-        return Collected(summary=summary, train=train, heldout=data.heldout)
+        return Collected(summary=summary, train=train, heldout=heldout)
 
     async def state(self, user: str) -> Personalize:
         """The user's job and adapters, asked of the backend (which also resumes pushing steps)."""
-        job = await self.client.request(lambda id: PersonalizeStatus(id=id, user=user))
+        job = (await self.client.request(lambda id: PersonalizeStatus(id=id, user=user))).job
         versions = await self.client.request(lambda id: AdapterVersions(id=id, user=user))
         self._adapters[user] = versions.adapters
-        self._remember(user, job.job)
+        known = self._jobs[user].state if user in self._jobs else None
+        if job is None and known is not None:
+            # A restarted backend knows no job: keep the last one seen, and say what became of a
+            # running one rather than let it vanish.
+            job = known if known.state != "running" else replace(
+                known, state="failed", phase="finished", predictions_before=[], predictions_after=[],
+                error="the model backend restarted while the job ran; nothing was published and the adapter "
+                      "in service is unchanged")  # fmt: skip
+        self._remember(user, job)
         return self._message(user)
 
     async def start(self, user: str) -> Personalize:
@@ -267,9 +280,9 @@ class PersonalizeService:
                                        return_exceptions=True)
         return [e for r in replies if r is not None and not isinstance(r, BaseException) for e in r.entries]
 
-    def _capped(self, train: list[Example]) -> tuple[list[Example], int]:
-        """At most ``max_examples`` and ``max_upload_bytes`` of examples, from the newest notebooks;
-        returns (kept, left out)."""
+    def _capped(self, examples: list[Example], *, count: int, size: int) -> tuple[list[Example], int, int]:
+        """At most ``count`` examples and ``size`` bytes of them, from the newest notebooks;
+        returns (kept in their order, how many were left out, bytes kept)."""
         root = Path(self.root_dir)
 
         def mtime(e: Example) -> float:
@@ -278,15 +291,16 @@ class PersonalizeService:
             except OSError:
                 return 0.0
 
-        newest_first = sorted(train, key=lambda e: (-mtime(e), e.notebook, e.cell_index))
-        kept, size = [], 0
+        newest_first = sorted(examples, key=lambda e: (-mtime(e), e.notebook, e.cell_index))
+        kept, used = [], 0
         for example in newest_first:
-            size += len(json.dumps(asdict(example)))
-            if len(kept) >= self.settings.max_examples or size > self.settings.max_upload_bytes:
+            n = len(json.dumps(asdict(example)))
+            if len(kept) >= count or used + n > size:
                 break
             kept.append(example)
+            used += n
         chosen = {id(e) for e in kept}
-        return [e for e in train if id(e) in chosen], len(train) - len(kept)
+        return [e for e in examples if id(e) in chosen], len(examples) - len(kept), used
 
     def _remember(self, user: str, state: Optional[JobState]) -> None:
         self._jobs.setdefault(user, _UserJob()).state = state

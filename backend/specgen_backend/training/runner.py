@@ -140,7 +140,7 @@ class JobRunner:
             job.process = await asyncio.create_subprocess_exec(
                 self.config.python, "-m", "specgen_backend.training", *args,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=env, limit=64 << 20)  # fmt: skip
+                env=env, limit=64 << 20, preexec_fn=_die_with_parent)  # fmt: skip
             if job.cancelled:
                 job.process.send_signal(signal.SIGTERM)
             errors = asyncio.create_task(self._read_stderr(job))
@@ -250,3 +250,16 @@ class JobRunner:
             job.notify(job.state)
         except Exception:
             log.warning("personalize progress listener failed", exc_info=True)
+
+
+def _die_with_parent() -> None:
+    """(in the child, before exec) Linux: SIGKILL when the backend dies, so that no orphaned job
+    trains on, publishes behind a restarted backend's back, or keeps the user's store lock."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

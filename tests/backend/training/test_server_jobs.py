@@ -201,6 +201,12 @@ async def test_variants_rollback_and_bad_requests(backend, alice_examples):
     assert bad_user["error"]["type"] == "malformed"
     malformed = await chat.request(frame("personalize_start", "m", user="alice", train=[{"notebook": 1}]), "m")
     assert malformed["error"]["type"] == "malformed" and "train[0].notebook" in malformed["error"]["message"]
+    # Only personalize_start may exceed the 1 MiB frame limit (it carries the user's examples).
+    big = [{"notebook": "n.ipynb", "target": "x" * 4000}] * 600  # about 2.4 MB
+    upload = await chat.request(frame("personalize_start", "big", user="alice", train=big, variants=99), "big")
+    assert upload["error"]["type"] == "bad_request" and "variants" in upload["error"]["message"]  # past the gate
+    padded = await chat.request(frame("adapters_list", "pad", user="alice", pad="x" * (2 << 20)), "pad")
+    assert padded["error"]["type"] == "too_large" and "personalize_start" in padded["error"]["message"]
     stray = await chat.request(frame("personalize_judged", "x", user="alice", before=0.1), "x")
     assert stray["error"]["type"] == "bad_request"
     await chat.ws.close()
