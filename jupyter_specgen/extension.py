@@ -15,7 +15,7 @@ from typing import Optional
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from specgen_backend.cli import default_model
-from traitlets import Bool, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, Unicode, default
 
 from .backend_client import BackendClient, BackendState
 from .backend_process import BackendProcess
@@ -146,6 +146,11 @@ class SpecgenExtension(ExtensionApp):
         help="Variant adapters a personalize job trains on influence groups of the data (0-8); a completion's "
         "candidates are then sampled across them. Each variant adds training time.",
     ).tag(config=True)
+    personalize_kind = Enum(
+        ["lora", "flora"], PersonalizeSettings.kind,
+        help="The adapter a personalize job trains: lora (PEFT, additive) or flora (multiplicative, cheaper to "
+        "serve for many users at once; trains no variants).",
+    ).tag(config=True)
     personalize_steps = Int(PersonalizeSettings.steps, help="Optimizer steps of a personalize job; 0: the backend's default.").tag(config=True)
     adapter_root = Unicode(
         help="Where the child backend keeps the users' adapters (one folder per user, versioned). "
@@ -200,7 +205,7 @@ class SpecgenExtension(ExtensionApp):
             return BackendClient(locate, model=self.model, on_state=on_state, on_job=on_job)
 
         personalize = PersonalizeSettings(enabled=self.personalize, variants=self.personalize_variants,
-                                          steps=self.personalize_steps)
+                                          steps=self.personalize_steps, kind=self.personalize_kind)
         self.service = SpecgenService(
             client_factory=make_client, process=process, kernels=kernels, completion_settings=settings,
             root_dir=str(Path(self.serverapp.root_dir).expanduser().resolve()),

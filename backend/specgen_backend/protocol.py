@@ -255,6 +255,8 @@ class PersonalizeStart:
     variants: int = 0  # K influence-partitioned variant adapters to train after the main one
     steps: int = 0  # optimizer steps of the main adapter; 0: the backend's default
     judge: bool = False  # the client answers the ``judge`` phase with executable rates
+    # The adapter trained: PEFT LoRA (additive) or fLoRA (multiplicative; takes no variants).
+    kind: Literal["lora", "flora"] = "lora"
     version: int = PROTOCOL_VERSION
 
 

@@ -58,6 +58,7 @@ class PersonalizeSettings:
     enabled: bool = True  # completions sample with the user's published adapters
     variants: int = 0  # K influence-partitioned variant adapters trained after the main one (SPA)
     steps: int = 0  # optimizer steps of the main adapter; 0: the backend's default
+    kind: str = "lora"  # "lora" (PEFT, additive) or "flora" (multiplicative; then no variants)
     judge: bool = True  # run the held-out predictions in forks; executable rates join the publish rule
     judge_timeout_s: float = 240.0  # a judge that takes longer answers "unknown"
     max_examples: int = 4000  # training examples one job uploads (newest notebooks first)
@@ -153,10 +154,11 @@ class PersonalizeService:
                                "a few notebooks first")
         s = self.settings
         heldout = collected.heldout
-        variants = s.variants if len(collected.train) >= 2 * s.variants else 0
+        # Variants need two examples each and a LoRA adapter to start from; without, none.
+        variants = s.variants if s.kind == "lora" and len(collected.train) >= 2 * s.variants else 0
         request = lambda id: PersonalizeStart(  # noqa: E731
             id=id, user=user, train=[_wire(e) for e in collected.train], heldout=[_wire(e) for e in heldout],
-            variants=variants, steps=s.steps, judge=s.judge and bool(heldout))
+            variants=variants, steps=s.steps, judge=s.judge and bool(heldout), kind=s.kind)
         job = self._jobs.setdefault(user, _UserJob())
         answer = await self.client.request(request, timeout_s=120)
         job.heldout, job.judging = heldout, False

@@ -32,7 +32,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["FORMAT_VERSION", "FLoRAConfig", "FLoRALinear", "add_flora", "save_flora", "read_flora"]
+__all__ = ["FORMAT_VERSION", "FLoRAConfig", "FLoRALinear", "add_flora", "remove_flora", "save_flora", "read_flora",
+           "is_flora", "load_flora"]
 
 FORMAT_VERSION = 1
 PEFT_TYPE = "FLORA"
@@ -92,6 +93,46 @@ def add_flora(model: nn.Module, config: FLoRAConfig) -> dict[str, FLoRALinear]:
         setattr(parent, child, wrapped)
         added[name] = wrapped
     return added
+
+
+def remove_flora(model: nn.Module) -> int:
+    """Put back the base layers of every ``FLoRALinear`` in ``model``; return how many there were."""
+    wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, FLoRALinear)]
+    for name, module in wrapped:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, module.base_layer)
+    return len(wrapped)
+
+
+def is_flora(path: str | os.PathLike) -> bool:
+    """Whether the adapter folder ``path`` holds an fLoRA adapter (else: PEFT LoRA)."""
+    try:
+        meta = json.loads((Path(path) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return str(meta.get("peft_type", "")).upper() == PEFT_TYPE
+
+
+def load_flora(model: nn.Module, path: str | os.PathLike) -> tuple[dict[str, FLoRALinear], FLoRAConfig]:
+    """Wrap ``model``'s targeted layers (in place) with the adapter saved at ``path``.
+
+    ``remove_flora(model)`` undoes it. Raises ValueError when the folder does not fit the model.
+    """
+    meta = json.loads((Path(path) / CONFIG_NAME).read_text())
+    weights, _ = read_flora(path, meta)
+    config = FLoRAConfig(r=int(meta["r"]), alpha=float(meta["alpha"]), target_modules=tuple(meta["target_modules"]),
+                         base_model_name_or_path=meta.get("base_model_name_or_path"))
+    layers = add_flora(model, config)
+    if set(weights) != set(layers):
+        remove_flora(model)
+        raise ValueError(f"the fLoRA adapter at {path} adapts {sorted(weights)[:3]}..., the model has "
+                         f"{sorted(layers)[:3]}...: it was trained for another base model")
+    with torch.no_grad():
+        for name, (w_in, w_out) in weights.items():
+            layers[name].flora_in.copy_(w_in)
+            layers[name].flora_out.copy_(w_out)
+    return layers, config
 
 
 def save_flora(layers: dict[str, FLoRALinear], path: str | os.PathLike, config: FLoRAConfig) -> Path:

@@ -1,7 +1,7 @@
 """``python -m specgen_backend.training``: personalize, list and roll back adapters from a shell.
 
     python -m specgen_backend.training personalize --base MODEL --data train.jsonl \
-        [--heldout heldout.jsonl] --user U --store DIR [--variants K] [--steps N]
+        [--heldout heldout.jsonl] --user U --store DIR [--variants K] [--steps N] [--kind lora|flora]
     python -m specgen_backend.training list --store DIR --user U
     python -m specgen_backend.training rollback --store DIR --user U [--adapter personal] [--to v1]
 
@@ -43,8 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=int, default=0, help="K influence-partitioned variants (0: none)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--variant-steps", type=int, default=60)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for lora, 1e-2 for flora)")
     p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--kind", choices=("lora", "flora"), default="lora",
+                   help="the adapter trained: PEFT LoRA (additive) or fLoRA (multiplicative; no variants)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--events", action="store_true", help="JSON-lines progress on stdout instead of a tqdm bar")
@@ -71,11 +73,11 @@ def _setup(args):
 
     train = load_examples(args.data)
     heldout = load_examples(args.heldout) if args.heldout else []
+    rates = {} if args.lr is None else {"learning_rate": args.lr, "flora_learning_rate": args.lr}
     config = PersonalizeConfig(
         adapter=args.adapter, variants=args.variants,
-        train=TrainConfig(steps=args.steps, learning_rate=args.lr, rank=args.rank, batch_size=args.batch_size),
-        variant_train=TrainConfig(steps=args.variant_steps, learning_rate=args.lr, rank=args.rank,
-                                  batch_size=args.batch_size))
+        train=TrainConfig(kind=args.kind, steps=args.steps, rank=args.rank, batch_size=args.batch_size, **rates),
+        variant_train=TrainConfig(steps=args.variant_steps, rank=args.rank, batch_size=args.batch_size, **rates))
     return train, heldout, AdapterStore(args.store), config
 
 

@@ -47,11 +47,23 @@ def edit_similarity(a: str, b: str) -> float:
 
 
 def load_adapters(base: BaseModel, adapters: dict[str, str | Path]):
-    """A PEFT model over ``base`` (shared weights, not copied) with the named adapters loaded."""
+    """A PEFT model over ``base`` (shared weights, not copied) with the named adapters loaded.
+
+    One fLoRA adapter is wrapped into ``base.model`` in place instead (``_unload`` takes it out);
+    mixed-adapter batches are PEFT's, so fLoRA adapters cannot be sampled together.
+    """
     from peft import PeftModel
+
+    from ..lora.flora import is_flora, load_flora
 
     items = list(adapters.items())
     if not items:
+        return base.model
+    if any(is_flora(path) for _, path in items):
+        if len(items) > 1:
+            raise ValueError("fLoRA adapters are evaluated one at a time; mixed-adapter sampling needs PEFT LoRA")
+        load_flora(base.model, items[0][1])
+        base.model.eval()
         return base.model
     name, path = items[0]
     model = PeftModel.from_pretrained(base.model, str(path), adapter_name=name)
@@ -62,10 +74,14 @@ def load_adapters(base: BaseModel, adapters: dict[str, str | Path]):
 
 
 def _unload(model, base: BaseModel) -> None:
-    # PeftModel.from_pretrained injects LoRA layers into the shared base model in place; take
-    # them out again so the next caller sees the plain base.
+    # PeftModel.from_pretrained (and load_flora) inject layers into the shared base model in
+    # place; take them out again so the next caller sees the plain base.
+    from ..lora.flora import remove_flora
+
     if model is not base.model:
         model.unload()
+    else:
+        remove_flora(base.model)
 
 
 def _prompts(base: BaseModel, examples: Sequence[TrainingExample], max_prompt_tokens: int):

@@ -61,6 +61,9 @@ def personalize(base: BaseModel, store: AdapterStore, user: str, train: Sequence
                 cancel: Optional[threading.Event] = None, judge: Optional[Judge] = None) -> dict:
     """Run the pipeline; return a report (metrics before/after, what was published)."""
     validate_name("user", user)
+    if config.variants and config.train.kind != "lora":
+        # Influence gradients and the variants' mixed-adapter batches are PEFT LoRA's.
+        raise ValueError(f"variants are trained from a LoRA adapter; a {config.train.kind} adapter takes variants=0")
     try:
         with store.lock(user):
             return _personalize(base, store, user, train, heldout, config=config, queries=queries,

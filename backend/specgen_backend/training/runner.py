@@ -83,6 +83,8 @@ class JobRunner:
             raise ValueError("no training examples: personalize needs at least one notebook cell that ran cleanly")
         if not 0 <= request.variants <= self.config.max_variants:
             raise ValueError(f"variants must be between 0 and {self.config.max_variants}, not {request.variants}")
+        if request.variants and request.kind != "lora":
+            raise ValueError(f"variants are trained from a LoRA adapter: a {request.kind} job takes variants 0")
         if request.variants and len(request.train) < 2 * request.variants:
             raise ValueError(f"{len(request.train)} training examples are too few for {request.variants} variants "
                              f"(each needs two or more); use fewer variants or more notebooks")
@@ -170,7 +172,7 @@ class JobRunner:
         args = ["personalize", "--events", "--base", c.model, "--user", request.user, "--store", c.store_root,
                 "--data", write("train.jsonl", request.train), "--device", c.device,
                 "--steps", str(request.steps or c.steps), "--variants", str(request.variants),
-                "--variant-steps", str(c.variant_steps)]
+                "--variant-steps", str(c.variant_steps), "--kind", request.kind]
         if request.heldout:
             args += ["--heldout", write("heldout.jsonl", request.heldout)]
         if request.judge:

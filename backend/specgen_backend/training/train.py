@@ -1,4 +1,8 @@
-"""Fit a PEFT LoRA adapter on training examples: loss on the target tokens only.
+"""Fit an adapter on training examples: loss on the target tokens only.
+
+``TrainConfig.kind`` picks the adapter: ``"lora"``, PEFT's additive LoRA (the default; what
+users bring from elsewhere), or ``"flora"``, the multiplicative fLoRA of ``lora/flora.py``, whose
+rows batch through the base weight in one matmul when many users are served together.
 
 The base model is loaded once (:func:`load_base`) and copied for each adapter trained from it,
 so a variant set of K adapters does not reload weights K times. Progress goes to a callback
@@ -21,7 +25,7 @@ from ..prompt import detect_fim
 from .examples import TrainingExample, render
 
 __all__ = ["TrainConfig", "BaseModel", "TrainingCancelled", "TrainResult", "load_base", "encode", "train_adapter",
-           "LORA_TARGETS"]
+           "peft_model", "flora_model", "LORA_TARGETS"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,12 @@ Progress = Callable[[int, int, float], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
+    kind: str = "lora"  # "lora" (PEFT, additive) or "flora" (multiplicative; see lora/flora.py)
     rank: int = 8  # LoRA rank
+    flora_rank: int = 4  # fLoRA rank: each rank component costs a pass over W0, so it stays small
+    # fLoRA's multiplicative update moves the output less per step than LoRA's: on the tests' tiny
+    # model 1e-2 learnt the user's idiom in 120 steps where LoRA's 2e-3 learnt next to nothing.
+    flora_learning_rate: float = 1e-2
     alpha: int = 16  # LoRA scale numerator (scale = alpha / rank)
     dropout: float = 0.0  # small data sets overfit either way; dropout slows tiny runs down
     target_modules: tuple[str, ...] = LORA_TARGETS
@@ -134,6 +143,32 @@ def peft_model(base: BaseModel, config: TrainConfig, *, adapter_name: str = "def
     return get_peft_model(model, lora, adapter_name=adapter_name)
 
 
+def flora_model(base: BaseModel, config: TrainConfig, *, init_adapter: Optional[str | Path] = None):
+    """A fresh copy of the base model with trainable fLoRA layers: new, or a copy of ``init_adapter``.
+
+    Returns (model, layers by module path, FLoRAConfig) for ``flora.save_flora``.
+    """
+    from ..lora.flora import FLoRAConfig, add_flora, load_flora
+
+    with base.lock:
+        model = copy.deepcopy(base.model)
+    if init_adapter is not None:
+        layers, flora_config = load_flora(model, init_adapter)
+    else:
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        targets = tuple(t for t in config.target_modules if t in present)
+        if not targets:
+            raise ValueError(f"none of the fLoRA target modules {config.target_modules} exist in {base.path}; "
+                             f"set TrainConfig.target_modules to names of its linear layers")
+        flora_config = FLoRAConfig(r=config.flora_rank, alpha=float(config.flora_rank), target_modules=targets,
+                                   base_model_name_or_path=base.path)
+        layers = add_flora(model, flora_config)
+    for layer in layers.values():
+        layer.flora_in.requires_grad_(True)
+        layer.flora_out.requires_grad_(True)
+    return model, layers, flora_config
+
+
 def train_adapter(base: BaseModel, examples: Sequence[TrainingExample], out_dir: str | Path, *,
                   config: TrainConfig = TrainConfig(), progress: Optional[Progress] = None,
                   cancel: Optional[threading.Event] = None, init_adapter: Optional[str | Path] = None) -> TrainResult:
@@ -147,11 +182,17 @@ def train_adapter(base: BaseModel, examples: Sequence[TrainingExample], out_dir:
         raise ValueError("no training examples: personalize needs at least one notebook cell that ran cleanly")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    if config.kind not in ("lora", "flora"):
+        raise ValueError(f"TrainConfig.kind must be 'lora' or 'flora', not {config.kind!r}")
     encoded = [encode(base, e, config) for e in examples]
-    model = peft_model(base, config, init_adapter=init_adapter)
+    if config.kind == "flora":
+        model, flora_layers, flora_config = flora_model(base, config, init_adapter=init_adapter)
+    else:
+        model = peft_model(base, config, init_adapter=init_adapter)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    rate = config.flora_learning_rate if config.kind == "flora" else config.learning_rate
+    optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, config.steps // 10)))  # short warm-up, then flat
     order: list[int] = []
@@ -177,6 +218,12 @@ def train_adapter(base: BaseModel, examples: Sequence[TrainingExample], out_dir:
         if progress is not None:
             progress(step, config.steps, losses[-1])
     out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir))
-    log.info("trained adapter on %d examples, %d steps, final loss %.4f", len(examples), config.steps, losses[-1])
+    if config.kind == "flora":
+        from ..lora.flora import save_flora
+
+        save_flora(flora_layers, out_dir, flora_config)
+    else:
+        model.save_pretrained(str(out_dir))
+    log.info("trained %s adapter on %d examples, %d steps, final loss %.4f", config.kind, len(examples), config.steps,
+             losses[-1])
     return TrainResult(out_dir=out_dir, steps=config.steps, losses=losses)
