@@ -169,7 +169,8 @@ class PersonalizeService:
 
     async def cancel(self, user: str) -> Personalize:
         answer = await self.client.request(lambda id: PersonalizeCancel(id=id, user=user))
-        self._remember(user, answer.job)
+        if answer.job is not None:  # none running: the last job seen stays what the panel shows
+            self._remember(user, answer.job)
         return self._message(user)
 
     async def rollback(self, user: str, request: RollbackRequest) -> Personalize:
@@ -186,9 +187,6 @@ class PersonalizeService:
                                 accepted=report.accepted,
                                 cells_before=[{"cell_type": c.cell_type, "source": c.source} for c in report.cells[:active]])
         await asyncio.to_thread(self.feedback.record, user, record)
-
-    def message(self, user: str) -> Personalize:
-        return self._message(user)
 
     async def close(self) -> None:
         for task in list(self._tasks):
