@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional, Union
+
+from .codec import ProtocolError, build
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -105,16 +105,6 @@ ErrorType = Literal[
     "job_running",  # a personalize job of this user is already running (here or in another process)
     "bad_request",  # a well-formed request that cannot be done (no data, nothing to roll back to ...)
 ]
-
-
-class ProtocolError(Exception):
-    """A frame that cannot be served; carries what the error reply needs."""
-
-    def __init__(self, error_type: ErrorType, message: str, *, reply_to: Any = None):
-        super().__init__(message)
-        self.error_type: ErrorType = error_type
-        self.message = message
-        self.reply_to = reply_to
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,57 +537,3 @@ def decode(
 
 def error_reply(reply_to: Any, error_type: ErrorType, message: str) -> Error:
     return Error(reply_to=reply_to, error=ErrorInfo(type=error_type, message=message))
-
-
-def build(cls: type, obj: Any, *, path: str) -> Any:
-    if not isinstance(obj, dict):
-        raise ProtocolError("malformed", f"{path} must be an object, not {type(obj).__name__}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in obj:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProtocolError("malformed", f"{path}.{f.name} is required")
-            continue
-        kwargs[f.name] = _check(hints[f.name], obj[f.name], path=f"{path}.{f.name}")
-    return cls(**kwargs)
-
-
-def _check(hint: Any, value: Any, *, path: str) -> Any:
-    """Validate ``value`` against a type hint of the small vocabulary this module uses."""
-    origin = typing.get_origin(hint)
-    if origin is Union or origin is types.UnionType:
-        for option in typing.get_args(hint):
-            try:
-                return _check(option, value, path=path)
-            except ProtocolError:
-                pass
-        raise ProtocolError("malformed", f"{path} has the wrong type ({type(value).__name__})")
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ProtocolError("malformed", f"{path} must be one of {list(typing.get_args(hint))}, not {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError("malformed", f"{path} must be a list")
-        (item,) = typing.get_args(hint)
-        return [_check(item, v, path=f"{path}[{i}]") for i, v in enumerate(value)]
-    if hint is type(None):
-        if value is not None:
-            raise ProtocolError("malformed", f"{path} must be null")
-        return None
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, path=path)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProtocolError("malformed", f"{path} must be a number")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError("malformed", f"{path} must be an integer")
-        return value
-    if hint in (str, bool):
-        if not isinstance(value, hint):
-            raise ProtocolError("malformed", f"{path} must be a {hint.__name__}")
-        return value
-    raise TypeError(f"protocol.py uses an unsupported type hint at {path}: {hint!r}")

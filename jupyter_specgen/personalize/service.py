@@ -318,5 +318,4 @@ class PersonalizeService:
 
 def _wire(example: Example) -> WireExample:
     """A dataset example as the backend protocol carries it."""
-    return build(WireExample, {**asdict(example), "origin": example.origin if example.origin == "feedback" else "notebook"},
-                 path="example")
+    return build(WireExample, asdict(example), path="example")
