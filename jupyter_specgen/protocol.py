@@ -10,8 +10,11 @@ The TypeScript types in ``labextension/src/protocol.ts`` are generated from this
 two ends cannot drift.
 
 Browser → server: ``complete``, ``cancel``.
-Server → browser: ``chunk`` (streamed text of one candidate), ``done`` (final, the ranked
-items), ``error`` (final), ``status`` (the backend's state, pushed on connect and on change),
+Server → browser: ``progress`` (the stage a request is in: specs, generating, validating),
+``shown`` (a candidate that held up, as soon as it did), ``chunk`` (raw, unvalidated text of one
+candidate; only when the request asked for ``stream``), ``done`` (final, every item that held up,
+ranked; or none and a ``summary`` of why), ``error`` (final), ``status`` (the backend's state,
+pushed on connect and on change),
 ``personalize`` (the user's personalize job and adapters, pushed to that user's tabs whenever
 they change).
 
@@ -52,6 +55,9 @@ __all__ = [
     "Cancel",
     "Chunk",
     "Item",
+    "ItemVerdict",
+    "Progress",
+    "Shown",
     "Done",
     "Error",
     "ErrorInfo",
@@ -96,6 +102,9 @@ class Complete:
     active: int = -1  # index of the edited cell in ``cells``
     kernel_id: Optional[str] = None
     version: int = PROTOCOL_VERSION
+    # Send raw ``chunk``s of the candidates as they are generated, before anything validated them
+    # (for people who prefer speed over proof); off: only ``progress``, then ``shown``.
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,8 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Chunk:
-    """More text of candidate ``candidate`` of request ``reply_to`` (a delta)."""
+    """More raw text of candidate ``candidate`` of request ``reply_to`` (a delta, unvalidated);
+    sent only when the request set ``stream``."""
 
     type: ClassVar[str] = "chunk"
     reply_to: int
@@ -118,27 +128,64 @@ class Chunk:
     version: int = PROTOCOL_VERSION
 
 
+# What running a candidate in a fork of the kernel showed, for the ones worth showing:
+# "ran": the cell ran to the end; "incomplete": the cell is an unfinished statement (``codeop``:
+# the user is inside an open block) and the part that ran did not fail; "defined": a function or
+# method body was defined but not exercised (no call of it found in the notebook);
+# "not_validated": not run (validation off, no sandbox on this system, the kernel busy or absent).
+# Candidates that raised, timed out or crashed are never sent.
+ItemVerdict = Literal["ran", "incomplete", "defined", "not_validated"]
+
+
 @dataclass(frozen=True)
 class Item:
     """One suggestion, ready to show as ghost text."""
 
     text: str
-    # What running it in a fork of the kernel showed: "ran", "raised", or "not_validated".
-    verdict: Literal["ran", "raised", "not_validated"] = "not_validated"
-    detail: str = ""  # e.g. "KeyError: 'price'" for "raised"
+    verdict: ItemVerdict = "not_validated"
+    detail: str = ""  # why, in words; "not_validated" always says why it was not run
     score: float = 0.0  # model log-likelihood; ranking ties are broken by it
     adapter: str = ""  # the user's adapter that wrote it ("variant-2"); "" for the base model
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where request ``reply_to`` is (not final): asking the kernel for ``specs``, ``generating``
+    candidates, ``validating`` them (``done`` of ``total`` have a verdict)."""
+
+    type: ClassVar[str] = "progress"
+    reply_to: int
+    stage: Literal["specs", "generating", "validating"]
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A candidate of request ``reply_to`` that held up, sent as soon as it did (not final: the
+    ranked order of all of them comes with ``done``)."""
+
+    type: ClassVar[str] = "shown"
+    reply_to: int
+    item: Item
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
 class Done:
-    """The final answer to ``complete``: the items, best first."""
+    """The final answer to ``complete``: every item that held up, best first."""
 
     type: ClassVar[str] = "done"
     reply_to: int
     items: list[Item]
     model: str = ""
     version: int = PROTOCOL_VERSION
+    # When ``items`` is empty: why, in words ("no suggestion: 3 candidates raised NameError:
+    # name 's' is not defined"); else "".
+    summary: str = ""
+    rejected: int = 0  # candidates not shown (raised, timed out, crashed, empty, only a comment)
 
 
 @dataclass(frozen=True)
@@ -168,7 +215,7 @@ class Personalize:
 
 
 BROWSER_MESSAGES: Mapping[str, type] = {
-    cls.type: cls for cls in (Complete, Cancel, Chunk, Done, Error, Status, Personalize)
+    cls.type: cls for cls in (Complete, Cancel, Progress, Shown, Chunk, Done, Error, Status, Personalize)
 }
 
 

@@ -68,7 +68,7 @@ export interface IErrorInfo {
 
 export interface IItem {
   text: string;
-  verdict: 'ran' | 'raised' | 'not_validated';
+  verdict: 'ran' | 'incomplete' | 'defined' | 'not_validated';
   detail: string;
   score: number;
   adapter: string;
@@ -90,12 +90,30 @@ export interface IComplete {
   active?: number;
   kernel_id?: string | null;
   version?: number;
+  stream?: boolean;
 }
 
 export interface ICancel {
   type: 'cancel';
   id: number;
   version?: number;
+}
+
+export interface IProgress {
+  type: 'progress';
+  reply_to: number;
+  stage: 'specs' | 'generating' | 'validating';
+  done: number;
+  total: number;
+  message: string;
+  version: number;
+}
+
+export interface IShown {
+  type: 'shown';
+  reply_to: number;
+  item: IItem;
+  version: number;
 }
 
 export interface IChunk {
@@ -112,6 +130,8 @@ export interface IDone {
   items: IItem[];
   model: string;
   version: number;
+  summary: string;
+  rejected: number;
 }
 
 export interface IError {
@@ -174,4 +194,4 @@ export interface IRollbackRequest {
 export type BrowserMessage = IComplete | ICancel;
 
 /** Messages the server sends. */
-export type ServerMessage = IChunk | IDone | IError | IStatus | IPersonalize;
+export type ServerMessage = IProgress | IShown | IChunk | IDone | IError | IStatus | IPersonalize;
