@@ -1,24 +1,42 @@
-"""Order candidates: runs cleanly > matches expectations > model likelihood. Pure.
+"""Which candidates are worth showing, and in which order. Pure.
 
-"Runs cleanly": the fork ran it to the end and no guard had to refuse anything. "Matches
-expectations": the cell produced something non-empty (a value that is not None, an empty
-frame, an empty container; or it assigned names). Ties are broken by the model's
-log-probability, then by the original order.
+Only what holds up is shown: a verdict of "ran", "incomplete" (an unfinished statement whose
+finished part ran), "defined" (a function body defined but not exercised) or "not_validated"
+(nothing was run: validation off, no sandbox, no kernel; the item says why). "raised", "timeout"
+and "crashed" are never shown; ``summary`` says in words why nothing was.
+
+Order: ran > incomplete > defined > not_validated. Among those that ran, a run that did not need
+a guard to refuse anything comes first, then one whose result looks meaningful (a value that is
+not None and not empty, names assigned to non-empty values, or printed output), then the model's
+log-likelihood; ties go to the shorter text, then to a text the user accepted before in this
+notebook, then to the original order. Duplicates (equal after normalising whitespace) keep their
+best-ranked copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from .kernel.messages import Spec, Verdict
 
-__all__ = ["Ranked", "rank", "item_verdict"]
+__all__ = ["Ranked", "Judgement", "judge", "rank", "normalise", "summary", "SHOWN"]
 
-# Lower is better. Unvalidated candidates come after clean runs and before failures: nothing
-# is known against them.
-_STATUS_ORDER = {"ran": 0, "not_validated": 2, "raised": 3, "timeout": 3, "crashed": 3}
+ItemVerdict = Literal["ran", "incomplete", "defined", "not_validated"]
+
+# Verdict statuses that are shown, best first (lower is better).
+SHOWN: dict[str, int] = {"ran": 0, "incomplete": 1, "defined": 2, "not_validated": 3}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Whether a candidate is shown, as what, and why in words."""
+
+    shown: bool
+    verdict: Optional[ItemVerdict]  # the browser's verdict when shown, else None
+    detail: str  # shown: the item's detail; not shown: the reason, as ``summary`` groups it
 
 
 @dataclass(frozen=True)
@@ -27,56 +45,99 @@ class Ranked:
     text: str
     logprob: float
     verdict: Optional[Verdict]
-    item_verdict: Literal["ran", "raised", "not_validated"]  # as the browser protocol's Item has it
-    detail: str  # e.g. "KeyError: 'price' (line 2)"
+    item_verdict: ItemVerdict  # as the browser protocol's Item has it
+    detail: str  # e.g. "refused: open x.txt 'w'" or why it was not validated
 
 
-def rank(texts: Sequence[str], verdicts: Sequence[Optional[Verdict]], logprobs: Sequence[float], *,
-         dedupe: bool = True) -> list[Ranked]:
-    """Candidates best first. ``verdicts[i]`` may be None (not validated). With ``dedupe``,
-    candidates whose text differs only in trailing whitespace keep their best-ranked copy."""
+def normalise(text: str) -> str:
+    """The text with runs of whitespace made one space and the ends stripped: what "duplicate" means."""
+    return " ".join(text.split())
+
+
+def judge(verdict: Optional[Verdict]) -> Judgement:
+    """Shown or not, and the one-line detail. ``None`` means nothing was run."""
+    if verdict is None:
+        return Judgement(True, "not_validated", "not validated")
+    status = verdict.status
+    if status == "not_validated":
+        return Judgement(True, "not_validated", verdict.message or "not validated")
+    if status == "ran":
+        return Judgement(True, "ran", ("refused: " + verdict.refused[0]) if verdict.refused else "")
+    if status in ("incomplete", "defined"):
+        return Judgement(True, status, verdict.message)  # type: ignore[arg-type]
+    if status == "raised":
+        what = f"{verdict.error_type}: {verdict.message}" if verdict.message else (verdict.error_type or "an error")
+        return Judgement(False, None, f"raised {what}")
+    if status == "timeout":
+        return Judgement(False, None, "timed out")
+    if status == "crashed":
+        return Judgement(False, None, f"crashed ({verdict.message})" if verdict.message else "crashed")
+    return Judgement(False, None, f"{status}: {verdict.message}" if verdict.message else status)
+
+
+def rank(
+    texts: Sequence[str],
+    verdicts: Sequence[Optional[Verdict]],
+    logprobs: Sequence[float],
+    *,
+    accepted: Union[Collection[str], Callable[[], Collection[str]]] = (),
+) -> list[Ranked]:
+    """The candidates worth showing, best first, duplicates merged. ``verdicts[i]`` may be None
+    (not validated). ``accepted``: texts the user accepted before in this notebook (or a function
+    giving them, called only when a tie needs it: it may read a database)."""
     if not (len(texts) == len(verdicts) == len(logprobs)):
         raise ValueError(f"rank needs one verdict and one logprob per text, got {len(texts)} texts, "
                          f"{len(verdicts)} verdicts, {len(logprobs)} logprobs")
-    order = sorted(range(len(texts)), key=lambda i: (*_key(verdicts[i]), -float(logprobs[i]), i))
+    judged = [judge(v) for v in verdicts]
+    keep = [i for i in range(len(texts)) if judged[i].shown]
+    primary = {i: (*_tier(verdicts[i], judged[i]), -float(logprobs[i]), len(normalise(texts[i]))) for i in keep}
+    ties = Counter(primary.values())
+    seen_accepted: Optional[set[str]] = None
+    if any(n > 1 for n in ties.values()):
+        seen_accepted = {normalise(t) for t in (accepted() if callable(accepted) else accepted)}
+
+    def key(i: int) -> tuple:
+        liked = 0 if seen_accepted and normalise(texts[i]) in seen_accepted else 1
+        return (*primary[i], liked, i)
+
+    ranked: list[Ranked] = []
     seen: set[str] = set()
-    ranked = []
-    for i in order:
-        key = texts[i].rstrip()
-        if dedupe and key in seen:
+    for i in sorted(keep, key=key):
+        norm = normalise(texts[i])
+        if norm in seen:
             continue
-        seen.add(key)
-        status, detail = item_verdict(verdicts[i])
+        seen.add(norm)
         ranked.append(Ranked(index=i, text=texts[i], logprob=float(logprobs[i]), verdict=verdicts[i],
-                             item_verdict=status, detail=detail))
+                             item_verdict=judged[i].verdict or "not_validated", detail=judged[i].detail))
     return ranked
 
 
-def item_verdict(verdict: Optional[Verdict]) -> tuple[Literal["ran", "raised", "not_validated"], str]:
-    """The browser's three-valued verdict and a one-line detail."""
-    if verdict is None or verdict.status == "not_validated":
-        return "not_validated", verdict.message if verdict else ""
-    if verdict.status == "ran":
-        return "ran", ("refused: " + verdict.refused[0]) if verdict.refused else ""
-    if verdict.status == "raised":
-        where = f" (line {verdict.line})" if verdict.line else ""
-        return "raised", f"{verdict.error_type}: {verdict.message}{where}" if verdict.message else verdict.error_type
-    return "raised", f"{verdict.status}: {verdict.message}"
+def summary(reasons: Sequence[str]) -> str:
+    """Why nothing is shown, in words: ``reasons`` (one per rejected candidate) grouped, most
+    frequent first: "no suggestion: 3 candidates raised NameError: name 's' is not defined"."""
+    if not reasons:
+        return "no suggestion: the model produced no candidate"
+    parts = []
+    for reason, n in Counter(reasons).most_common():
+        parts.append(f"{n} candidate{'s' if n != 1 else ''} {reason}")
+    return "no suggestion: " + "; ".join(parts)
 
 
-def _key(verdict: Optional[Verdict]) -> tuple[int, int]:
-    if verdict is None:
-        return _STATUS_ORDER["not_validated"], 1
-    status = _STATUS_ORDER.get(verdict.status, 3)
-    if verdict.status == "ran" and verdict.refused:
-        status = 1  # ran, but only because it caught a refusal
-    return status, 0 if _non_empty(verdict) else 1
+def _tier(verdict: Optional[Verdict], judged: Judgement) -> tuple[int, int, int]:
+    """(verdict tier, refusals, meaningful): lower is better."""
+    tier = SHOWN[judged.verdict or "not_validated"]
+    if verdict is None or judged.verdict != "ran":
+        return tier, 0, 0
+    return tier, 1 if verdict.refused else 0, 0 if _meaningful(verdict) else 1
 
 
-def _non_empty(verdict: Verdict) -> bool:
-    if verdict.value is not None:
-        return not _empty(verdict.value)
-    return bool(verdict.assigned) and not all(_empty(s) for s in verdict.assigned)
+def _meaningful(verdict: Verdict) -> bool:
+    """A value that is not None or empty, non-empty assigned names, or printed output."""
+    if verdict.value is not None and not _empty(verdict.value):
+        return True
+    if verdict.assigned and not all(_empty(s) for s in verdict.assigned):
+        return True
+    return bool(verdict.stdout.strip())
 
 
 def _empty(spec: Spec) -> bool:

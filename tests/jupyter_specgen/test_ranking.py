@@ -1,55 +1,85 @@
-"""Ranking: runs cleanly > matches expectations > model likelihood."""
+"""Ranking: only what holds up is shown; ran > incomplete > defined > not_validated; meaningful
+results, then likelihood, then shorter, then what the user accepted before."""
 
 import pytest
 
 from jupyter_specgen.kernel.messages import Spec, Verdict
-from jupyter_specgen.ranking import item_verdict, rank
+from jupyter_specgen.ranking import judge, normalise, rank, summary
 
 
-def ran(i, value=None, refused=()):
-    return Verdict(index=i, status="ran", value=value, refused=list(refused))
+def ran(i, value=None, refused=(), assigned=(), stdout=""):
+    return Verdict(index=i, status="ran", value=value, refused=list(refused), assigned=list(assigned), stdout=stdout)
 
 
-def test_the_candidate_that_runs_comes_first_whatever_its_likelihood():
-    """Of candidates where some raise and one runs, the one that runs is offered first."""
-    texts = ["df['nope']", "df.price.mean()", "df.prize"]
+FULL = Spec(name="<value>", type="pandas.DataFrame", kind="dataframe", shape=[5, 3])
+EMPTY = Spec(name="<value>", type="pandas.DataFrame", kind="dataframe", shape=[0, 3])
+
+
+def test_failures_are_never_ranked_and_the_runner_comes_first():
+    """Of candidates where some raise, time out or crash, only those that ran are returned."""
+    texts = ["df['nope']", "df.price.mean()", "df.prize", "loop()", "boom()"]
     verdicts = [Verdict(index=0, status="raised", error_type="KeyError", message="'nope'", line=1),
                 ran(1, Spec(name="<value>", type="float", kind="scalar", examples="2.2")),
-                Verdict(index=2, status="raised", error_type="AttributeError", message="prize")]
-    ranked = rank(texts, verdicts, [-0.1, -5.0, -0.2])
-    assert [r.index for r in ranked] == [1, 0, 2]
+                Verdict(index=2, status="raised", error_type="AttributeError", message="prize"),
+                Verdict(index=3, status="timeout"), Verdict(index=4, status="crashed", message="died of SIGXCPU")]
+    ranked = rank(texts, verdicts, [-0.1, -5.0, -0.2, 0.0, 0.0])
+    assert [r.index for r in ranked] == [1]
     assert ranked[0].item_verdict == "ran"
-    assert ranked[1].detail == "KeyError: 'nope' (line 1)"
 
 
-def test_non_empty_results_beat_empty_ones_and_logprob_breaks_ties():
-    """Among clean runs, a non-empty value beats None/empty frames; equal ones go by logprob."""
-    empty = Spec(name="<value>", type="pandas.DataFrame", kind="dataframe", shape=[0, 3])
-    full = Spec(name="<value>", type="pandas.DataFrame", kind="dataframe", shape=[5, 3])
+def test_verdict_tiers_order_ran_incomplete_defined_not_validated():
+    """ran > incomplete > defined > not_validated, whatever the likelihoods say."""
     texts = ["a", "b", "c", "d"]
-    verdicts = [ran(0, empty), ran(1, full), ran(2, None), ran(3, full)]
-    assert [r.index for r in rank(texts, verdicts, [0.0, -2.0, 0.0, -1.0])] == [3, 1, 0, 2]
+    verdicts = [None, Verdict(index=1, status="defined", message="defined, not exercised"),
+                Verdict(index=2, status="incomplete", message="unfinished statement"), ran(3)]
+    ranked = rank(texts, verdicts, [0.0, -1.0, -2.0, -9.0])
+    assert [r.item_verdict for r in ranked] == ["ran", "incomplete", "defined", "not_validated"]
+    assert ranked[2].detail == "defined, not exercised"
 
 
-def test_unvalidated_sit_between_clean_and_failing_and_refusals_demote():
-    """not_validated ranks below a clean run and above a failure; a run that caught a refusal ranks below a clean one."""
-    texts = ["fail", "unknown", "sneaky", "clean"]
-    verdicts = [Verdict(index=0, status="timeout"), None, ran(2, refused=["os.system 'ls'"]), ran(3)]
-    ranked = rank(texts, verdicts, [0.0, 0.0, 0.0, -9.0])
-    assert [r.index for r in ranked] == [3, 2, 1, 0]
-    assert ranked[3].item_verdict == "raised" and ranked[2].item_verdict == "not_validated"
+def test_meaningful_results_beat_empty_ones_and_logprob_breaks_ties():
+    """Among clean runs, a non-empty value, assignment or output beats None/empty; equal ones go by logprob."""
+    texts = ["a", "b", "c", "d", "e"]
+    assigned = [Spec(name="t", type="int", kind="scalar", examples="3")]
+    verdicts = [ran(0, EMPTY), ran(1, FULL), ran(2, None), ran(3, assigned=assigned), ran(4, stdout="hi\n")]
+    assert [r.index for r in rank(texts, verdicts, [0.0, -2.0, 0.0, -1.0, -3.0])] == [3, 1, 4, 0, 2]
 
 
-def test_duplicates_keep_their_best_copy_and_lengths_must_match():
-    """Identical texts (up to trailing whitespace) appear once; mismatched inputs are refused."""
-    ranked = rank(["x\n", "x", "y"], [None, ran(1), None], [0.0, -1.0, -2.0])
-    assert [r.index for r in ranked] == [1, 2]
+def test_a_run_that_needed_a_refusal_ranks_below_a_clean_one():
+    """A run that only got through because a guard refused something ranks below a clean run."""
+    ranked = rank(["sneaky", "clean"], [ran(0, FULL, refused=["os.system 'ls'"]), ran(1)], [0.0, -9.0])
+    assert [r.index for r in ranked] == [1, 0]
+    assert ranked[1].detail == "refused: os.system 'ls'"
+
+
+def test_ties_go_to_the_shorter_then_to_what_was_accepted_before():
+    """Equal verdict and likelihood: shorter wins; equal length: the text accepted before in this notebook wins."""
+    texts = ["sales.units", "sales.price", "sales.units.sum()"]
+    verdicts = [ran(0, FULL), ran(1, FULL), ran(2, FULL)]
+    assert [r.index for r in rank(texts, verdicts, [-1.0, -1.0, -1.0])] == [0, 1, 2]
+    assert [r.index for r in rank(texts, verdicts, [-1.0, -1.0, -1.0], accepted=["sales.price"])] == [1, 0, 2]
+    asked = []
+    rank(texts, verdicts, [-1.0, -2.0, -3.0], accepted=lambda: asked.append(1) or [])
+    assert not asked, "the accepted texts are only read when a tie needs them"
+
+
+def test_duplicates_after_normalising_whitespace_keep_their_best_copy():
+    """Texts equal up to whitespace appear once, as their best-ranked copy; mismatched inputs are refused."""
+    ranked = rank(["x +  1\n", "x + 1", " x +\t1", "y"], [None, ran(1), None, None], [0.0, -1.0, 0.5, -2.0])
+    assert [r.index for r in ranked] == [1, 3]
+    assert normalise(" a \n\t b ") == "a b"
     with pytest.raises(ValueError, match="one verdict and one logprob per text"):
         rank(["x"], [], [0.0])
 
 
-def test_item_verdict_maps_statuses_to_the_browser_three():
-    """Verdicts map onto the browser's ran/raised/not_validated with a one-line detail."""
-    assert item_verdict(None) == ("not_validated", "")
-    assert item_verdict(Verdict(index=0, status="crashed", message="died of SIGXCPU")) == \
-        ("raised", "crashed: died of SIGXCPU")
+def test_judge_and_summary_say_why_in_words():
+    """Rejections carry a reason; the summary groups them, most frequent first."""
+    name_error = Verdict(index=0, status="raised", error_type="NameError", message="name 's' is not defined")
+    assert judge(name_error).shown is False
+    assert judge(None) == judge(None).__class__(True, "not_validated", "not validated")
+    reason = judge(name_error).detail
+    assert summary([reason] * 3) == "no suggestion: 3 candidates raised NameError: name 's' is not defined"
+    timeout = judge(Verdict(index=1, status="timeout")).detail
+    assert summary([timeout, reason, reason]) == \
+        "no suggestion: 2 candidates raised NameError: name 's' is not defined; 1 candidate timed out"
+    assert judge(Verdict(index=0, status="crashed", message="died of SIGXCPU")).detail == "crashed (died of SIGXCPU)"
