@@ -27,16 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["AdapterStore", "AdapterVersion", "StoreError", "StoreBusy", "validate_name"]
+__all__ = ["AdapterStore", "AdapterVersion", "StoreError", "BrokenVersion", "StoreBusy", "validate_name",
+           "verify_adapter_folder"]
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_VERSION = re.compile(r"^v(\d+)$")
+# Whole-string matches (``fullmatch``): ``$`` would also match before a trailing newline. ``+`` is
+# what the Jupyter side puts between the slug and the keyed hash of a non-plain username.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
+_VERSION = re.compile(r"v(\d{1,9})")
 
 
 class StoreError(ValueError):
     """A bad name, an unknown adapter or version; the message says which."""
+
+
+class BrokenVersion(StoreError):
+    """A version whose files cannot be served (corrupt weights, unreadable config): never put in service."""
 
 
 class StoreBusy(RuntimeError):
@@ -44,8 +51,8 @@ class StoreBusy(RuntimeError):
 
 
 def validate_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise StoreError(f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '-', '.', '@', "
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise StoreError(f"invalid {kind} name {name[:80]!r}: use 1-64 letters, digits, '_', '-', '.', '@', '+', "
                          f"starting with a letter or digit, no path separators or '..'")
     return name
 
@@ -59,27 +66,73 @@ class AdapterVersion:
     metrics: dict
 
 
+def verify_adapter_folder(path: Path) -> None:
+    """Raise ``BrokenVersion`` unless every adapter under ``path`` can be read whole.
+
+    An adapter is a folder with ``adapter_config.json`` (the version folder itself, or its
+    variant sub-folders); each config must be a JSON object and each ``*.safetensors`` file must
+    open and yield all its tensors. Links are refused: a version is what was copied in, nothing else.
+    """
+    from safetensors import safe_open
+
+    configs = [p for p in [path / "adapter_config.json", *path.glob("*/adapter_config.json")] if p.exists()]
+    if not configs:
+        raise BrokenVersion(f"{path.name} holds no adapter (no adapter_config.json)")
+    for config in configs:
+        folder = config.parent
+        for item in [folder, *folder.iterdir()]:
+            if item.is_symlink():
+                raise BrokenVersion(f"{path.name}: {item.relative_to(path.parent)} is a symbolic link")
+        try:
+            meta = json.loads(config.read_text())
+        except (OSError, ValueError) as exc:
+            raise BrokenVersion(f"{path.name}: {config.name} is unreadable: {exc}") from None
+        if not isinstance(meta, dict):
+            raise BrokenVersion(f"{path.name}: {config.name} is not a JSON object")
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights:
+            raise BrokenVersion(f"{path.name}: {folder.name} has no .safetensors weights")
+        for file in weights:
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    for key in f.keys():
+                        f.get_tensor(key)
+            except Exception as exc:  # SafetensorError, OSError, a header that is not JSON ...
+                raise BrokenVersion(f"{path.name}: {file.name} is corrupt ({type(exc).__name__}: "
+                                    f"{str(exc)[:200]})") from None
+
+
 class AdapterStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- paths ---------------------------------------------------------------------------------
+    # Every path handed out is checked to lie inside the user's folder after resolving links,
+    # and none of the store's own names (adapter, version, ``current``) may be a link: a link
+    # planted in a user's folder must not lead to another user's adapters or out of the store.
 
     def user_dir(self, user: str) -> Path:
-        path = (self.root / validate_name("user", user)).resolve()
-        if path.parent != self.root:  # belt and braces on top of the name check
+        path = self.root / validate_name("user", user)
+        if path.is_symlink() or path.resolve().parent != self.root:  # belt and braces on top of the name check
             raise StoreError(f"user {user!r} resolves outside the adapter store")
         return path
 
+    def _inside(self, user: str, path: Path) -> Path:
+        """``path`` if it is no link and resolves inside ``user``'s folder; else ``StoreError``."""
+        base = self.user_dir(user).resolve()
+        if path.is_symlink() or not path.resolve().is_relative_to(base):
+            raise StoreError(f"{path.name!r} of user {user!r} leads out of their folder; refused")
+        return path
+
     def _adapter_dir(self, user: str, adapter: str) -> Path:
-        return self.user_dir(user) / validate_name("adapter", adapter)
+        return self._inside(user, self.user_dir(user) / validate_name("adapter", adapter))
 
     def staging(self, user: str) -> Path:
         """A fresh folder for a job of ``user`` to write into (removed by the caller or by ``clean``)."""
         base = self.user_dir(user) / ".staging"
         base.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=base))
+        return Path(tempfile.mkdtemp(dir=self._inside(user, base)))
 
     @contextlib.contextmanager
     def lock(self, user: str):
@@ -91,7 +144,10 @@ class AdapterStore:
         """
         folder = self.user_dir(user)
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:  # ELOOP: a link planted as the lock file
+            raise StoreError(f"the lock file of user {user!r} cannot be opened: {exc.strerror}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -102,7 +158,7 @@ class AdapterStore:
             os.close(fd)  # closing the descriptor releases the lock
 
     def clean_staging(self, user: str) -> None:
-        shutil.rmtree(self.user_dir(user) / ".staging", ignore_errors=True)
+        shutil.rmtree(self.user_dir(user) / ".staging", ignore_errors=True)  # rmtree never follows links
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -110,27 +166,35 @@ class AdapterStore:
         folder = self._adapter_dir(user, adapter)
         if not folder.is_dir():
             return []
-        found = [(int(m.group(1)), p.name) for p in folder.iterdir() if p.is_dir() and (m := _VERSION.match(p.name))]
+        found = [(int(m.group(1)), p.name) for p in folder.iterdir()
+                 if not p.is_symlink() and p.is_dir() and (m := _VERSION.fullmatch(p.name))]
         return [name for _, name in sorted(found)]
 
     def current(self, user: str, adapter: str) -> Optional[AdapterVersion]:
         """The version in service, or ``None`` if none was published."""
         pointer = self._adapter_dir(user, adapter) / "current"
         try:
-            version = pointer.read_text().strip()
+            fd = os.open(pointer, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as exc:  # ELOOP: ``current`` is a link
+            raise StoreError(f"the 'current' pointer of {adapter!r} cannot be read: {exc.strerror}") from None
+        with os.fdopen(fd) as f:
+            version = f.read(64).strip()
         return self._version(user, adapter, version)
 
     def _version(self, user: str, adapter: str, version: str) -> AdapterVersion:
-        if not _VERSION.match(version):
-            raise StoreError(f"invalid version {version!r} for adapter {adapter!r}")
+        if not isinstance(version, str) or not _VERSION.fullmatch(version):
+            raise StoreError(f"invalid version {str(version)[:40]!r} for adapter {adapter!r}")
         path = self._adapter_dir(user, adapter) / version
-        if not path.is_dir():
+        if not path.is_dir() or path.is_symlink():
             raise StoreError(f"user {user!r} has no version {version!r} of adapter {adapter!r}")
+        self._inside(user, path)
         try:
             metrics = json.loads((path / "metrics.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
+            metrics = {}
+        if not isinstance(metrics, dict):
             metrics = {}
         return AdapterVersion(user=user, adapter=adapter, version=version, path=path, metrics=metrics)
 
@@ -141,8 +205,12 @@ class AdapterStore:
             return {}
         out = {}
         for child in sorted(folder.iterdir()):
-            if child.is_dir() and _NAME.match(child.name):
-                current = self.current(user, child.name)
+            if not child.is_symlink() and child.is_dir() and _NAME.fullmatch(child.name):
+                try:
+                    current = self.current(user, child.name)
+                except StoreError as exc:  # one broken adapter must not hide the others
+                    log.warning("%s", exc)
+                    current = None
                 out[child.name] = {"current": current.version if current else None,
                                    "versions": self.versions(user, child.name)}
         return out
@@ -150,13 +218,15 @@ class AdapterStore:
     # -- writing -------------------------------------------------------------------------------
 
     def publish(self, user: str, adapter: str, source: str | Path, *, metrics: Optional[dict] = None) -> AdapterVersion:
-        """Copy ``source`` in as the next version and put it in service."""
+        """Copy ``source`` in as the next version and put it in service; ``BrokenVersion`` (and
+        nothing published) when the copy cannot be served."""
         folder = self._adapter_dir(user, adapter)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))
         try:
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            shutil.copytree(source, tmp, dirs_exist_ok=True)  # links are copied as links, then refused
             (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=1, sort_keys=True))
+            verify_adapter_folder(tmp)
             existing = self.versions(user, adapter)
             number = int(existing[-1][1:]) + 1 if existing else 1
             version = f"v{number}"
@@ -169,7 +239,11 @@ class AdapterStore:
         return self._version(user, adapter, version)
 
     def rollback(self, user: str, adapter: str, *, to: Optional[str] = None) -> AdapterVersion:
-        """Put ``to`` (default: the version before the current one) back in service."""
+        """Put ``to`` (default: the version before the current one) back in service.
+
+        The target is read whole first: a corrupt version raises ``BrokenVersion`` and ``current``
+        stays as it was.
+        """
         current = self.current(user, adapter)
         if current is None:
             raise StoreError(f"user {user!r} has no published adapter {adapter!r} to roll back")
@@ -179,14 +253,21 @@ class AdapterStore:
                 raise StoreError(f"{adapter!r} {current.version} is the first version; there is nothing to roll back to")
             to = earlier[-1]
         target = self._version(user, adapter, to)
+        try:
+            verify_adapter_folder(target.path)
+        except BrokenVersion as exc:
+            raise BrokenVersion(f"cannot roll {adapter!r} back to {to}: {exc}; {current.version} stays in service") from None
         self._point(self._adapter_dir(user, adapter), to)
         return target
 
     @staticmethod
     def _point(folder: Path, version: str) -> None:
         tmp = folder / f".current-{os.getpid()}"
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover (or a planted link) goes; the new file is made exclusively
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
             f.write(version)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, folder / "current")
+        os.replace(tmp, folder / "current")  # replaces a link named ``current`` itself, never its target
