@@ -49,6 +49,7 @@ __all__ = [
     "ProtocolError",
     "Cell",
     "CompletionContext",
+    "Constraint",
     "Generate",
     "Cancel",
     "StatusRequest",
@@ -136,6 +137,28 @@ class CompletionContext:
     preamble: str = ""
 
 
+@dataclass(frozen=True)
+class Constraint:
+    """What may come first at the cursor, taken from the live kernel (the identifier being generated).
+
+    A head is complete when the text generated so far equals the rest of a head (after ``typed``)
+    and either the head ends in a non-identifier character or the next character generated is not
+    an identifier character (``[A-Za-z0-9_]``). After the head, decoding is free. Applied per row,
+    to each row's logits, in the same batch as rows with other constraints or none.
+    """
+
+    kind: Literal["attribute", "column", "parameter", "name"]
+    # The allowed heads, whole: attribute names; column labels as Python literals ("'units'", '"units"', "3");
+    # parameter names followed by "=" ("axis="); names bound in the namespace + builtins + keywords.
+    names: list[str] = field(default_factory=list)
+    # What the user already typed of the head just before the cursor ("gr" in `sales.gr`, "'un" in `df['un`):
+    # the completion must continue it to one of ``names``; heads that do not start with it are out.
+    typed: str = ""
+    # True: the completion must begin with (the rest of) a head. False: only when the model begins an
+    # identifier must that identifier be one of the heads (start of an expression, call arguments).
+    required: bool = True
+
+
 # ----------------------------------------------------------------------------------------------
 # Requests (client → backend)
 
@@ -162,6 +185,8 @@ class Generate:
     # (row i uses variant i mod K), else their main adapter, else the base model. Ignored when
     # ``adapters`` names adapters explicitly.
     personal: bool = False
+    # Hold the identifier at the cursor to the names the live kernel has (None: decode freely).
+    constraint: Optional[Constraint] = None
 
 
 @dataclass(frozen=True)
