@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
 from specgen_backend import protocol
-from specgen_backend.protocol import Cancel, CompletionContext, Error, Generate, Job, JobState, Result, Status, Token
+from specgen_backend.protocol import (
+    Cancel, CompletionContext, Constraint, Error, Generate, Job, JobState, Result, Status, Token,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -93,8 +95,11 @@ class BackendClient:
         on_token: Callable[[int, str], None],
         adapters: tuple[str, ...] = (),
         personal: bool = False,
+        constraint: Optional[Constraint] = None,
     ) -> Result:
         """Run one generation; ``on_token`` sees the streamed deltas. Raises ``BackendError``.
+
+        ``constraint``: what the identifier at the cursor may be (from the live kernel); None: free.
 
         Cancelling the awaiting task cancels the backend request too.
         """
@@ -104,7 +109,7 @@ class BackendClient:
         request_id = f"r{next(self._ids)}"
         request = Generate(
             id=request_id, user=user, context=context, n=n, max_tokens=max_tokens,
-            temperature=temperature, adapters=list(adapters), personal=personal,
+            temperature=temperature, adapters=list(adapters), personal=personal, constraint=constraint,
         )  # fmt: skip
         pending = self._pending[request_id] = _Pending(on_token=on_token)
         try:
