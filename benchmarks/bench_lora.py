@@ -10,12 +10,16 @@ Side by side in one run on one device, for each (phase, batch, adapter mix, rank
          base weights once and each distinct adapter once (decode is memory-bound)
 - GB/s   (base_bytes + n_distinct · adapter_bytes) / ours' step time
 
+``--kind flora`` times fLoRA adapters (``W0 ∘ (1 + s·A Bᵀ)``, our own format) instead; PEFT has no
+fLoRA, so its column is "-" there.
+
 Adapters target every linear layer of the blocks (q, k, v, o, gate, up, down). Decode times one
 step of B rows × 1 token over a ``--context``-token KV cache; prefill one pass of B × ``--prefill``.
 
     python benchmarks/bench_lora.py                      # CPU, small model, a few minutes
     python benchmarks/bench_lora.py --device cuda --hidden 2048 --intermediate 5632 --layers 16 \\
         --heads 16 --kv-heads 4 --dtype bfloat16 --prefill 256 --context 512
+    python benchmarks/bench_lora.py --kind flora --ranks 1,2,4,8 --mixes distinct --phases decode --batches 64
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batches", default="1,8,32,64")
     p.add_argument("--ranks", default="8,16,64")
     p.add_argument("--phases", default="decode,prefill")
+    p.add_argument("--mixes", default="identical,sqrt,distinct", help="adapters per batch: one, √batch, one per row")
+    p.add_argument("--kind", choices=("lora", "flora"), default="lora", help="PEFT LoRA adapters, or our fLoRA")
     p.add_argument("--prefill", type=int, default=16, help="tokens per row in a prefill step")
     p.add_argument("--context", type=int, default=32, help="KV-cache length behind a decode step")
     p.add_argument(
@@ -93,6 +99,26 @@ def write_adapter(folder: Path, model, rank: int, seed: int) -> int:
     config = {"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": TARGETS, "bias": "none",
               "task_type": "CAUSAL_LM", "lora_dropout": 0.0, "base_model_name_or_path": None}  # fmt: skip
     (folder / "adapter_config.json").write_text(json.dumps(config))
+    return nbytes
+
+
+def write_flora_adapter(folder: Path, model, rank: int, seed: int, _layers: dict = {}) -> int:
+    """An fLoRA folder (``specgen_backend.lora.flora``) with random weights on every TARGET; its bytes."""
+    from specgen_backend.lora import flora
+
+    config = flora.FLoRAConfig(r=rank, alpha=rank, target_modules=tuple(TARGETS))
+    if rank not in _layers:  # one wrapped copy of the model per rank, re-filled for each adapter
+        _layers[rank] = flora.add_flora(copy.deepcopy(model).float().cpu(), config)
+    layers = _layers[rank]
+    g = torch.Generator().manual_seed(seed)
+    nbytes = 0
+    with torch.no_grad():
+        for layer in layers.values():
+            # Small multiplicative deltas, as a trained fLoRA adapter has (W0 ∘ (1 + s·A Bᵀ) stays near W0).
+            layer.flora_in.copy_(0.1 * torch.randn(layer.flora_in.shape, generator=g))
+            layer.flora_out.copy_(0.1 * torch.randn(layer.flora_out.shape, generator=g))
+            nbytes += (layer.flora_in.numel() + layer.flora_out.numel()) * model.dtype.itemsize
+    flora.save_flora(layers, folder, config)
     return nbytes
 
 
@@ -160,14 +186,18 @@ def main() -> None:
     for rank in ranks:
         for i in range(n_adapters):
             name = f"r{rank}-{i}"
+            if args.kind == "flora":
+                adapter_bytes[rank] = write_flora_adapter(tmp / name, base, rank, seed=1000 * rank + i)
+                continue
             adapter_bytes[rank] = write_adapter(tmp / name, base, rank, seed=1000 * rank + i)
             if peft_model is None:
                 peft_model = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp / name), adapter_name=name)
             else:
                 peft_model.load_adapter(str(tmp / name), adapter_name=name)
-    peft_model = peft_model.to(dtype=dtype, device=args.device).eval()
+    if peft_model is not None:
+        peft_model = peft_model.to(dtype=dtype, device=args.device).eval()
 
-    print(f"# device={args.device} dtype={str(dtype).removeprefix('torch.')} ours={ours_backend} "
+    print(f"# kind={args.kind} device={args.device} dtype={str(dtype).removeprefix('torch.')} ours={ours_backend} "
           f"base={base_bytes / 2**20:.1f} MiB hidden={args.hidden} layers={args.layers} "
           f"prefill={args.prefill} context={args.context}")  # fmt: skip
     header = f"{'phase':<8}{'batch':>6}{'mix':>10}{'n':>4}{'rank':>6}{'base ms':>10}{'base':>7}" + "".join(
@@ -207,7 +237,7 @@ def main() -> None:
 
                     return run
 
-                for mix in ("identical", "sqrt", "distinct"):
+                for mix in args.mixes.split(","):
                     for rank in ranks:
                         slots = rows_for(batch, mix)
                         names = [f"r{rank}-{s}" for s in slots]
@@ -217,24 +247,21 @@ def main() -> None:
                                 if name not in bank.loaded():
                                     bank.load(name, tmp / name)
                         with bank.rows(names):
-                            times = timed(
-                                {
-                                    "base": step(base),
-                                    "peft": step(peft_model, adapter_names=names),
-                                    "torch": forced(step(ours), "torch"),
-                                    "ours": step(ours),
-                                },
-                                args.device, args.min_time,
-                            )  # fmt: skip
+                            fns = {"base": step(base), "torch": forced(step(ours), "torch"), "ours": step(ours)}
+                            if peft_model is not None:
+                                fns["peft"] = step(peft_model, adapter_names=names)
+                            times = timed(fns, args.device, args.min_time)
                         t_base = times["base"]
                         n = len(set(slots))
                         floor = 1 + n * adapter_bytes[rank] / base_bytes
                         gbps = (base_bytes + n * adapter_bytes[rank]) / times["ours"] / 1e9
-                        rec = dict(phase=phase, batch=batch, mix=mix, n_distinct=n, rank=rank, base_ms=t_base * 1e3,
-                                   **{m: times[m] / t_base for m in METHODS}, floor=floor, gbps=gbps)  # fmt: skip
+                        rec = dict(kind=args.kind, phase=phase, batch=batch, mix=mix, n_distinct=n, rank=rank,
+                                   base_ms=t_base * 1e3, **{m: times[m] / t_base if m in times else None for m in METHODS},
+                                   floor=floor, gbps=gbps)  # fmt: skip
                         records.append(rec)
+                        peft = f"{rec['peft']:>8.2f}" if rec["peft"] is not None else f"{'-':>8}"
                         print(f"{phase:<8}{batch:>6}{mix:>10}{n:>4}{rank:>6}{t_base * 1e3:>10.2f}{1.0:>7.2f}"
-                              f"{rec['peft']:>8.2f}{rec['torch']:>8.2f}{rec['ours']:>8.2f}{floor:>8.3f}{gbps:>8.2f}",
+                              f"{peft}{rec['torch']:>8.2f}{rec['ours']:>8.2f}{floor:>8.3f}{gbps:>8.2f}",
                               flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
