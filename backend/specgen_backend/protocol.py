@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional, Union
 
-from .codec import ProtocolError, build
+from .codec import ProtocolError, build, loads, valid_id
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -532,12 +532,12 @@ def decode(
         except UnicodeDecodeError as exc:
             raise ProtocolError("malformed", f"frame is not valid UTF-8: {exc}") from None
     try:
-        obj = json.loads(raw)
+        obj = loads(raw)  # no NaN/Infinity, no float overflowing to inf
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError("malformed", f"frame is not valid JSON: {exc}") from None
+        raise ProtocolError("malformed", f"frame is not valid JSON: {str(exc)[:300]}", reply_to=_lenient_id(raw)) from None
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", f"frame must be a JSON object, not {type(obj).__name__}")
-    reply_to = obj.get("id") if isinstance(obj.get("id"), (int, str)) else None
+    reply_to = obj.get("id") if valid_id(obj.get("id")) else None
     version = obj.get("version")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -558,6 +558,17 @@ def decode(
     except ProtocolError as exc:
         exc.reply_to = reply_to
         raise
+
+
+def _lenient_id(raw: str) -> Any:
+    """The id of a frame that only Python's lenient JSON reads (``NaN``, ``1e400``), so that the
+    error still finishes the request it belongs to; ``None`` if there is none."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    ident = obj.get("id") if isinstance(obj, dict) else None
+    return ident if valid_id(ident) else None
 
 
 def error_reply(reply_to: Any, error_type: ErrorType, message: str) -> Error:

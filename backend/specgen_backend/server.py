@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from . import protocol
+from .codec import loads, valid_id
 from .engine import Engine, EngineConfig
 from .loading import LoadedModel, ModelUnavailable, load_model
 from .metrics import Metrics
@@ -71,8 +72,10 @@ __all__ = ["BackendConfig", "Backend"]
 log = logging.getLogger(__name__)
 
 
-# User names and adapter names: one path component, no dots-only names, no separators.
-_NAME = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,127}$")
+# User names and adapter names: one path component, no dots-only names, no separators. Always
+# ``fullmatch``: ``$`` would let a trailing newline through ("alice\n").
+_NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,127}")
+_LOGGED = 200  # characters of a client-chosen string (an id, a name) that go into the log
 SHARED = "shared"  # owner of the operator's adapters; no user may load or delete under it
 
 
@@ -117,13 +120,24 @@ class Backend:
         self._server: Optional[Server] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._runner = None
+        # Why personal adapters are off although an adapter root was given ("" when they are on):
+        # shown in every status, so the status bar says which setting to fix instead of the
+        # backend exiting at start and being restarted forever.
+        self._adapters_off = ""
         if config.adapter_root:
             from .training.runner import JobRunner, RunnerConfig
 
-            self._runner = JobRunner(
-                RunnerConfig(model=config.model, store_root=config.adapter_root, device=config.train_device,
-                             steps=config.train_steps, judge_timeout_s=config.judge_timeout_s),
-                on_published=self._hot_load)  # fmt: skip
+            try:
+                self._runner = JobRunner(
+                    RunnerConfig(model=config.model, store_root=config.adapter_root, device=config.train_device,
+                                 steps=config.train_steps, judge_timeout_s=config.judge_timeout_s),
+                    on_published=self._hot_load)  # fmt: skip
+            except OSError as exc:
+                self._adapters_off = (
+                    f"personal adapters are off: the adapter root {config.adapter_root!r} cannot be created "
+                    f"({exc.strerror or exc}); set SpecgenExtension.adapter_root (or specgen-backend --adapter-root) "
+                    f"to a folder this user can write")
+                log.error("%s", self._adapters_off)
         self._synced: dict[str, str] = {}  # bank name -> store version loaded (the model thread's)
         # user -> connections that get the user's job steps pushed: those that started the job or
         # asked for its status. A user's steps never go to a connection that did not ask for them.
@@ -185,7 +199,7 @@ class Backend:
         bank = AdapterBank.attach(loaded.model, AdapterBankConfig(max_adapters=self.config.max_adapters, max_rank=self.config.max_rank))
         if self.config.shared_adapters:
             for folder in sorted(Path(self.config.shared_adapters).iterdir()):
-                if (folder / "adapter_config.json").is_file() and _NAME.match(folder.name):
+                if (folder / "adapter_config.json").is_file() and _NAME.fullmatch(folder.name):
                     try:
                         bank.load(f"{SHARED}/{folder.name}", folder)
                     except AdapterError as exc:
@@ -204,7 +218,8 @@ class Backend:
             asyncio.run_coroutine_threadsafe(_send_quietly(ws, frame), self._loop)
 
     def _status(self, reply_to: Any) -> Status:
-        return Status(reply_to=reply_to, state=self._state, model=self.config.model, device=self._device, message=self._message)  # type: ignore[arg-type]
+        message = self._message or (self._adapters_off if self._state == "ready" else "")
+        return Status(reply_to=reply_to, state=self._state, model=self.config.model, device=self._device, message=message)  # type: ignore[arg-type]
 
     # -- connections -----------------------------------------------------------------------
 
@@ -232,7 +247,14 @@ class Backend:
         try:
             await ws.send(encode(self._status(None)))
             async for raw in ws:
-                await self._dispatch(ws, raw, running)
+                try:
+                    await self._dispatch(ws, raw, running)
+                except ConnectionClosed:
+                    raise
+                except Exception as exc:  # a bug in serving one frame: answer it, keep the connection
+                    log.exception("serving a frame failed")
+                    reply_to = _frame_id(raw)
+                    await ws.send(encode(error_reply(reply_to, "internal", f"request failed: {str(exc)[:300]}")))
         except ConnectionClosed:
             pass
         except Exception:
@@ -268,6 +290,10 @@ class Backend:
             await ws.send(encode(error_reply(exc.reply_to, exc.error_type, exc.message)))
             return
         if isinstance(message, Generate):
+            if not _NAME.fullmatch(message.user):
+                await ws.send(encode(error_reply(message.id, "malformed", f"generate.user {message.user[:80]!r} is not a "
+                                                 "valid user name (letters, digits, '_.@+-', at most 128)")))
+                return
             if message.id in running:
                 await ws.send(encode(error_reply(message.id, "malformed", f"request id {message.id!r} is already running")))
                 return
@@ -303,7 +329,7 @@ class Backend:
     def _resolve(self, user: str, adapter: str) -> str:
         """The bank key of ``user``'s adapter id; ``ProtocolError`` if it is not theirs or not loaded."""
         key = adapter if adapter.startswith(f"{SHARED}/") else f"{user}/{adapter}"
-        if self._bank is None or key not in self._bank.loaded() or (not key.startswith(f"{SHARED}/") and not _NAME.match(adapter)):
+        if self._bank is None or key not in self._bank.loaded() or (not key.startswith(f"{SHARED}/") and not _NAME.fullmatch(adapter)):
             own, shared = self._visible(user)
             raise ProtocolError("unknown_adapter", f"adapter {adapter!r} is not loaded for user {user!r}; available: {own + shared}")
         return key
@@ -312,11 +338,11 @@ class Backend:
         if self._scheduler is None:
             return error_reply(message.id, "model_unavailable", self._message or "the model is still loading; try again shortly")
         user = message.user
-        if not _NAME.match(user) or user == SHARED:
+        if not _NAME.fullmatch(user) or user == SHARED:
             return error_reply(message.id, "malformed", f"user {user!r} is not a valid user name")
         if isinstance(message, AdapterDelete) and message.name.startswith(f"{SHARED}/"):
             return error_reply(message.id, "unknown_adapter", f"{message.name!r} is a shared adapter; only the operator can remove it")
-        if isinstance(message, (AdapterLoad, AdapterDelete)) and not _NAME.match(message.name):
+        if isinstance(message, (AdapterLoad, AdapterDelete)) and not _NAME.fullmatch(message.name):
             return error_reply(message.id, "malformed", f"adapter name {message.name!r} must be one path component of letters, digits, '_.@+-'")
         try:
             if isinstance(message, AdapterLoad):
@@ -331,19 +357,19 @@ class Backend:
             from .lora import AdapterError
 
             if not isinstance(exc, AdapterError):
-                log.exception("adapter request %r failed", message.id)
+                log.exception("adapter request %.200r failed", message.id)
                 return error_reply(message.id, "internal", f"adapter request failed: {exc!r}")
             return error_reply(message.id, "unknown_adapter", str(exc))
         finally:
             if self._bank is not None:
                 self.metrics.adapters_resident.set(len(self._bank.loaded()))
-        log.info("adapter request %s by user %r done", message.type, user)
+        log.info("adapter request %s by user %.200r done", message.type, user)
         own, shared = self._visible(user)
         return Adapters(reply_to=message.id, adapters=own, shared=shared)
 
     async def _personal_rows(self, user: str, n: int) -> tuple[list[Optional[str]], list[Optional[str]]]:
         """(bank names, labels) of ``n`` rows sampled across ``user``'s adapters in service."""
-        if self._runner is None or not _NAME.match(user) or user == SHARED:
+        if self._runner is None or not _NAME.fullmatch(user) or user == SHARED:
             return [None] * n, [None] * n
         try:
             names = await asyncio.wrap_future(self._scheduler.call(lambda: self._sync_user(user)))
@@ -356,8 +382,8 @@ class Backend:
         return rows, [r.split("/", 1)[1] for r in rows]
 
     def _adapter_folder(self, user: str, path: str) -> Path:
-        if not self.config.adapter_root:
-            raise ProtocolError("unknown_adapter", "this backend loads no adapters from disk: the operator must start it with --adapter-root DIR")
+        if not self.config.adapter_root or self._adapters_off:
+            raise ProtocolError("unknown_adapter", self._adapters_off or "this backend loads no adapters from disk: the operator must start it with --adapter-root DIR")
         base = (Path(self.config.adapter_root) / user).resolve()
         folder = (base / path).resolve()
         if not folder.is_relative_to(base):
@@ -377,11 +403,11 @@ class Backend:
     async def _personalize(self, ws: ServerConnection, message) -> Any:
         """Answer a personalize or version request of ``message.user`` (only ever theirs)."""
         user = message.user
-        if not _NAME.match(user) or user == SHARED:
+        if not _NAME.fullmatch(user) or user == SHARED:
             return error_reply(message.id, "malformed", f"user {user!r} is not a valid user name")
         if self._runner is None:
-            return error_reply(message.id, "bad_request", "this backend keeps no adapters: the operator must start "
-                               "it with --adapter-root DIR to personalize")
+            return error_reply(message.id, "bad_request", self._adapters_off or "this backend keeps no adapters: the "
+                               "operator must start it with --adapter-root DIR to personalize")
         from .training.jobs import JobConflict
         from .training.store import StoreError
 
@@ -399,13 +425,26 @@ class Backend:
             if isinstance(message, PersonalizeJudged):
                 return JobFrame(reply_to=message.id, job=runner.judged(user, message.before, message.after))
             if isinstance(message, AdapterRollback):
-                runner.store.rollback(user, message.adapter, to=message.to)
-                await self._hot_load(user)
+                before = runner.store.current(user, message.adapter)
+                runner.store.rollback(user, message.adapter, to=message.to)  # refuses a corrupt version
+                try:
+                    await self._hot_load(user)
+                except Exception as exc:  # read whole but refused by the bank: put the previous one back
+                    log.error("rollback of %s/%s refused by the bank: %s", user, message.adapter, exc)
+                    if before is not None:
+                        runner.store.rollback(user, message.adapter, to=before.version)
+                        await self._hot_load(user)
+                    return error_reply(message.id, "bad_request", f"cannot roll {message.adapter!r} back: the adapter "
+                                       f"cannot be served ({str(exc)[:300]}); "
+                                       f"{before.version if before else 'the current version'} stays in service")
             return Versions(reply_to=message.id, adapters=self._versions(user))
         except JobConflict as exc:
             return error_reply(message.id, "job_running", str(exc))
         except (StoreError, ValueError) as exc:
             return error_reply(message.id, "bad_request", str(exc))
+        except Exception as exc:  # e.g. the bank refusing a version: this request fails, the connection goes on
+            log.exception("%s %.200r of user %.200r failed", message.type, message.id, user)
+            return error_reply(message.id, "internal", f"{message.type} failed: {str(exc)[:300]}")
 
     def _job_changed(self, state) -> None:
         """Push a step of ``state.user``'s job to the connections watching that user."""
@@ -507,8 +546,18 @@ class Backend:
             cancel.set()
             raise
         except Exception as exc:
-            log.exception("generate %r failed", request.id)
+            log.exception("generate %.200r failed", request.id)
             await _send_quietly(ws, encode(error_reply(request.id, "internal", f"generation failed: {exc!r}")))
+
+
+def _frame_id(raw) -> Any:
+    """The ``id`` of a frame that parses as an object with a plain id, else ``None`` (for error replies)."""
+    try:
+        obj = loads(raw)
+    except Exception:  # noqa: BLE001 - anything unreadable has no id to answer
+        return None
+    ident = obj.get("id") if isinstance(obj, dict) else None
+    return ident if valid_id(ident) else None
 
 
 @dataclass
