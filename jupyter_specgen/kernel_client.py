@@ -24,6 +24,8 @@ from typing import Any, Optional
 
 from .kernel.messages import (
     COMM_TARGET,
+    CursorReply,
+    CursorRequest,
     Error,
     LogReply,
     LogRequest,
@@ -214,6 +216,27 @@ class KernelLink:
                                     timeout_s=timeout_s)
         return reply if isinstance(reply, LogReply) else None
 
+    async def cursor(self, before: str, after: str = "", *, notebook: Sequence[str] = (), budget_ms: int = 60,
+                     max_names: int = 4000, timeout_s: Optional[float] = None) -> Optional[CursorReply]:
+        """The names that can follow at the cursor (``before``/``after``: the cell's text around it;
+        ``notebook``: the sources of the notebook's code cells). ``None`` when the kernel does not
+        answer within ``timeout_s`` (default: the budget + 200 ms).
+
+        An idle kernel is asked on the main shell, where it may evaluate the expression before the
+        cursor in a fork; a busy one on the subshell, which answers what needs no fork.
+        """
+        if self.closed or (self.busy and not self.subshell_id):
+            return None
+        request = CursorRequest(id=self._new_id(), before=before, after=after, notebook=list(notebook),
+                                budget_ms=budget_ms, max_names=max_names,
+                                deadline_ms=time.time() * 1000 + budget_ms)
+        timeout = timeout_s if timeout_s is not None else budget_ms / 1000 + 0.2
+        if self.busy:
+            reply = await self._request(request, self._spec_comm, subshell=True, timeout_s=timeout)
+        else:
+            reply = await self._request(request, self._main_comm, subshell=False, timeout_s=timeout)
+        return reply if isinstance(reply, CursorReply) else None
+
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _new_id(self) -> str:
@@ -403,6 +426,13 @@ class KernelLinks:
     async def execution_log(self, kernel_id: str, *, limit: int = 50) -> Optional[LogReply]:
         link = await self.link(kernel_id)
         return None if link is None else await link.execution_log(limit=limit)
+
+    async def cursor(self, kernel_id: str, before: str, after: str = "", *, notebook: Sequence[str] = (),
+                     budget_ms: int = 60, max_names: int = 4000) -> Optional[CursorReply]:
+        """``KernelLink.cursor`` of the kernel's link; ``None`` when it cannot be reached."""
+        link = await self.link(kernel_id)
+        return None if link is None else await link.cursor(before, after, notebook=notebook, budget_ms=budget_ms,
+                                                            max_names=max_names)
 
     async def forget(self, kernel_id: str) -> None:
         """Drop the link of a kernel that is shut down."""

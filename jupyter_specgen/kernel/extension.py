@@ -1,4 +1,4 @@
-"""The kernel extension: a comm target answering ``specs``, ``validate`` and ``log`` requests.
+"""The kernel extension: a comm target answering ``specs``, ``validate``, ``log`` and ``cursor`` requests.
 
 Loaded into kernels started by the server (see ``autoload.py``) or by hand with
 ``%load_ext jupyter_specgen.kernel``. Requests arrive as comm messages (``messages.py``):
@@ -8,7 +8,11 @@ Loaded into kernels started by the server (see ``autoload.py``) or by hand with
   forked there, the kernel goes back to work at once, and a thread waits for them and replies.
   A request that arrives mid-cell (an ``await``-ing cell lets comm messages through) or after
   its deadline is answered "not_validated" without forking;
-- ``log`` returns the execution log, filled by ``pre_run_cell``/``post_run_cell`` hooks.
+- ``log`` returns the execution log, filled by ``pre_run_cell``/``post_run_cell`` hooks;
+- ``cursor`` lists the names that can follow at the cursor (``cursor.py``). It may arrive on
+  either shell: what needs no fork is answered at once; an expression that could run user code
+  is evaluated in a fork only on the main shell between cells (the same reasons as ``validate``),
+  and a thread waits for the fork and replies. On a subshell mid-cell it is not evaluated.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 from .execlog import ExecLogOptions, ExecutionLog
 from .messages import (
     COMM_TARGET,
+    CursorReply,
+    CursorRequest,
     LogReply,
     LogRequest,
     ProtocolError,
@@ -37,6 +43,7 @@ from .messages import (
 )
 from .names import referenced_names
 from .specs import Limits, describe_names
+from . import cursor as cursor_names
 from . import validate as validation
 
 __all__ = ["KernelExtension", "load_ipython_extension", "unload_ipython_extension"]
@@ -154,6 +161,8 @@ class KernelExtension:
                                            dropped=self.execlog.dropped)))
             elif isinstance(request, ValidateRequest):
                 self._validate(comm, request)
+            elif isinstance(request, CursorRequest):
+                self._cursor(comm, request)
             else:
                 comm.send(to_data(error_reply(getattr(request, "reply_to", None), "unknown_type",
                                               f"the kernel extension does not answer {type(request).type!r} messages")))
@@ -170,6 +179,39 @@ class KernelExtension:
         return SpecsReply(reply_to=request.id, specs=specs, missing=missing, skipped=skipped,
                           execution_count=self.ip.execution_count,
                           elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def _cursor(self, comm, request: CursorRequest) -> None:
+        started = time.perf_counter()
+        count = self.ip.execution_count
+        stale = bool(request.deadline_ms) and time.time() * 1000 > request.deadline_ms
+        # Fork only on the main shell between cells: a namespace mid-cell is not a state worth
+        # reading, and a fork made from a subshell's thread can inherit locks the main thread holds.
+        may_fork = not self._executing and not stale and threading.current_thread() is threading.main_thread()
+        result = cursor_names.start(
+            self.ip.user_ns, request.before, request.after, notebook=request.notebook, hidden=self._hidden,
+            budget_ms=max(0, min(request.budget_ms, 2000)), max_names=max(1, min(request.max_names, 20000)),
+            may_fork=may_fork,
+        )
+
+        def send(answer: cursor_names.Answer) -> None:
+            comm.send(to_data(CursorReply(
+                reply_to=request.id, kind=answer.kind, names=answer.names, typed=answer.typed,
+                required=answer.required, note=answer.note, execution_count=count,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 3))))
+
+        if not isinstance(result, cursor_names.Pending):
+            send(result)
+            return
+
+        def reply() -> None:
+            try:
+                send(cursor_names.finish(result))
+            except Exception as exc:  # noqa: BLE001
+                log.error("jupyter_specgen: cursor request %r failed", request.id, exc_info=True)
+                comm.send(to_data(error_reply(request.id, "internal", f"{type(exc).__name__}: {exc}")))
+
+        context = contextvars.copy_context()  # keeps the parent header: the reply goes to the main shell
+        threading.Thread(target=context.run, args=(reply,), name="specgen-cursor", daemon=True).start()
 
     def _validate(self, comm, request: ValidateRequest) -> None:
         count = self.ip.execution_count

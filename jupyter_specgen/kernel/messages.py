@@ -8,8 +8,8 @@ what it needs, lenient on unknown fields, a ``type`` tag and a ``version`` on ev
 Each comm message's ``data`` is one message object. Every request carries an ``id`` chosen by
 the server; every answer names it in ``reply_to`` and is final: a ``*_reply`` or an ``error``.
 
-Server → kernel: ``specs``, ``validate``, ``log``.
-Kernel → server: ``specs_reply``, ``validate_reply``, ``log_reply``, ``error``.
+Server → kernel: ``specs``, ``validate``, ``log``, ``cursor``.
+Kernel → server: ``specs_reply``, ``validate_reply``, ``log_reply``, ``cursor_reply``, ``error``.
 
 Kept importable with the standard library alone: the kernel may not have the server's
 dependencies.
@@ -45,6 +45,9 @@ __all__ = [
     "SpecsRequest",
     "ValidateRequest",
     "LogRequest",
+    "CursorKind",
+    "CursorRequest",
+    "CursorReply",
     "SpecsReply",
     "ValidateReply",
     "LogReply",
@@ -118,6 +121,8 @@ VerdictStatus = Literal[
     "timeout",  # killed at the wall-clock limit
     "crashed",  # the child died without reporting (a signal, the CPU limit)
     "not_validated",  # not run: no fork on this platform, the kernel stayed busy, ...
+    "incomplete",  # an unfinished statement (codeop): closed with ``pass``/brackets, that ran
+    "defined",  # the cursor is in a function body: defined, no call of it found to exercise it
 ]
 
 
@@ -187,6 +192,9 @@ class ValidateRequest:
     # time.time() * 1000 after which the request is stale: a kernel that picks it up later
     # (it was busy) answers "not_validated" without forking. 0: no deadline.
     deadline_ms: float = 0.0
+    # The sources of the notebook's code cells. When the cursor (at the end of ``prefix``) is in
+    # a function or method body, the calls of it found there are made after the cell ran.
+    notebook: list[str] = field(default_factory=list)
     version: int = PROTOCOL_VERSION
 
 
@@ -197,6 +205,25 @@ class LogRequest:
     type: ClassVar[str] = "log"
     id: Union[int, str]
     limit: int = 50
+    version: int = PROTOCOL_VERSION
+
+
+CursorKind = Literal["", "attribute", "column", "parameter", "name"]
+
+
+@dataclass(frozen=True)
+class CursorRequest:
+    """The names that can follow at the cursor, from the live namespace (see ``cursor.py``)."""
+
+    type: ClassVar[str] = "cursor"
+    id: Union[int, str]
+    before: str = ""  # the cell's text before the cursor
+    after: str = ""  # and after it
+    notebook: list[str] = field(default_factory=list)  # sources of the notebook's code cells
+    budget_ms: int = 60  # a fork evaluating the expression is killed at this deadline
+    max_names: int = 4000  # more heads than this: none are sent (a cut list would forbid names)
+    # time.time() * 1000 after which the request is stale: answered without forking. 0: none.
+    deadline_ms: float = 0.0
     version: int = PROTOCOL_VERSION
 
 
@@ -234,13 +261,33 @@ class LogReply:
     version: int = PROTOCOL_VERSION
 
 
+@dataclass(frozen=True)
+class CursorReply:
+    """What may come first at the cursor; the fields of the backend's ``Constraint`` plus why."""
+
+    type: ClassVar[str] = "cursor_reply"
+    reply_to: Union[int, str]
+    kind: CursorKind = ""  # "": nothing to hold the cursor to (``note`` says why)
+    # The allowed heads, whole: attribute names; column labels as Python literals ("'units'",
+    # '"units"', "3"); parameter names followed by "=" (and the names of kind "name": a
+    # positional argument may come instead); bound names + builtins + keywords.
+    names: list[str] = field(default_factory=list)
+    typed: str = ""  # what the user already typed of the head ("gr" in ``sales.gr``, "'un" in ``df['un``)
+    required: bool = True  # False: only an identifier the completion begins must be a head
+    note: str = ""  # "inside a string", "evaluated in a fork", "not evaluated: the kernel is running a cell"
+    execution_count: int = 0
+    elapsed_ms: float = 0.0
+    version: int = PROTOCOL_VERSION
+
+
 KernelMessage = Union[
-    SpecsRequest, ValidateRequest, LogRequest, SpecsReply, ValidateReply, LogReply, Error
+    SpecsRequest, ValidateRequest, LogRequest, CursorRequest, SpecsReply, ValidateReply, LogReply, CursorReply, Error
 ]
 
 KERNEL_MESSAGES: Mapping[str, type] = {
     cls.type: cls
-    for cls in (SpecsRequest, ValidateRequest, LogRequest, SpecsReply, ValidateReply, LogReply, Error)
+    for cls in (SpecsRequest, ValidateRequest, LogRequest, CursorRequest, SpecsReply, ValidateReply, LogReply,
+                CursorReply, Error)
 }
 
 

@@ -44,6 +44,8 @@ async def kernel(tmp_path_factory):
     km = mkm.get_kernel(kernel_id)
     client = AsyncKernelClient()
     client.load_connection_info(km.get_connection_info())
+    # The heartbeat's default 1 s reads a kernel slowed by a loaded machine as dead.
+    client.hb_channel.time_to_dead = 10.0
     client.start_channels()
     await client.wait_for_ready(timeout=60)
     try:

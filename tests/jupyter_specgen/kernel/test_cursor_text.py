@@ -1,0 +1,61 @@
+"""Where the cursor is, read from the text alone (no kernel): robust on half-typed code."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from jupyter_specgen.kernel import cursor
+
+
+@pytest.mark.parametrize("before, kind, expr, typed", [
+    ("sales.", "attribute", "sales", ""),
+    ("x = sales.gr", "attribute", "sales", "gr"),
+    ("sales.groupby('region')['units'].", "attribute", "sales.groupby('region')['units']", ""),
+    ("(a +\n b).", "attribute", "(a +\n b)", ""),
+    ("sales[", "column", "sales", ""),
+    ("sales['un", "column", "sales", "'un"),
+    ("sales[['region', ", "column", "sales", ""),
+    ("sales.loc[:, ", "column", "sales", ""),
+    ("pd.read_csv(", "parameter", "pd.read_csv", ""),
+    ("f(a, ax", "parameter", "f", "ax"),
+    ("total = ", "name", "", ""),
+    ("for x in ", "name", "", ""),
+    ("if ok: y = sa", "name", "", "sa"),
+    ("sales[mask", "name", "", "mask"),
+])
+def test_sites(before, kind, expr, typed):
+    """The kind of name that follows, the expression whose value decides it, and what is typed of it."""
+    site = cursor.locate(before)
+    assert (site.kind, site.expr, site.typed) == (kind, expr, typed)
+
+
+@pytest.mark.parametrize("before", [
+    "x = 'sales.", "# sales.", "y = 1  # sales[", 's = """\nsales.', "f'{sales.", "", "x = 1\n", "for ",
+    "for a, ", "lambda x", "def f(", "with open(p) as ", "import os.", "from os import pa", "x = [", "a, ",
+    "x = 3.", "if x:\n    pass\n  y.", "x = )",
+])
+def test_no_constraint(before):
+    """Strings, comments, statement starts, binding positions, imports and unreadable code hold nothing."""
+    site = cursor.locate(before)
+    assert site.kind == "" and site.note
+
+
+def test_given_keywords_and_bound_names():
+    """Keywords already in the call are listed; names bound in the cell are known as such."""
+    assert cursor.locate("f(1, axis=0, ").given == ("axis",)
+    bound = cursor.bound_in("a, b = 1, 2\nfor r in rows:\n    df['x'] = r\ndef g(p, *q, k=1): pass\nimport numpy as np")
+    assert {"a", "b", "r", "g", "p", "q", "k", "np"} <= bound and "df" not in bound
+
+
+def test_locate_survives_random_fragments():
+    """Thousands of random fragment soups: always a Site and an Answer, never an exception."""
+    parts = ["sales", ".", "(", ")", "[", "]", "'", '"', "'''", "#", "\n", "    ", ",", "=", ":", "lambda",
+             "for", "in", "def", "f", "1", "\\", "{", "}", "*", "**", "é", "\t", "loc", "import", ";", "\x00"]
+    rng = random.Random(17)
+    for _ in range(3000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 14)))
+        site = cursor.locate(text)
+        assert isinstance(site, cursor.Site) and site.kind in ("", "attribute", "column", "parameter", "name")
+        assert isinstance(cursor.names_at({"sales": [1]}, text, may_fork=False), cursor.Answer)
