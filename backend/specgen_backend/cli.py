@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--adapter-root", type=Path, help="users load adapters from ADAPTER_ROOT/<user>/... (default: no loading)")
     serve.add_argument("--shared-adapters", type=Path, help="folder of PEFT adapter folders published to every user as shared/<name>")
     serve.add_argument("--train-device", default="auto", help="where personalize jobs train: auto (cuda if present), cpu, cuda:N")
-    serve.add_argument("--train-steps", type=int, default=100, help="optimizer steps of a personalize job's main adapter")
+    serve.add_argument("--train-steps", type=int, default=0,
+                       help="optimizer steps of a personalize job's main adapter (0: planned from the data, 20 to 100)")
     serve.add_argument("--max-new-tokens", type=int, default=128)
     serve.add_argument("--log-level", default="INFO")
     return parser

@@ -97,7 +97,7 @@ class BackendConfig:
     # ``personalize_start`` carries the user's examples; it alone may be this large.
     max_upload_bytes: int = 32 << 20
     train_device: str = "cpu"  # where personalize jobs train ("cuda" on a GPU host)
-    train_steps: int = 100  # optimizer steps of a job whose request says 0
+    train_steps: int = 0  # optimizer steps of a job whose request says 0 (0: planned from the data)
     judge_timeout_s: float = 300.0  # how long a job waits for the client's executable rates
     engine: EngineConfig = EngineConfig()
 

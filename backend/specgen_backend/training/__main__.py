@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="adapter store folder")
     p.add_argument("--adapter", default="personal")
     p.add_argument("--variants", type=int, default=0, help="K influence-partitioned variants (0: none)")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=0,
+                   help="optimizer steps (0: planned from the data: 20 passes over it, 20 to 100 steps)")
     p.add_argument("--variant-steps", type=int, default=60)
     p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for lora, 1e-2 for flora)")
     p.add_argument("--rank", type=int, default=8)
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the adapter trained: PEFT LoRA (additive) or fLoRA (multiplicative; no variants)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: half the cores, leaving the rest to the serving backend)")
     p.add_argument("--events", action="store_true", help="JSON-lines progress on stdout instead of a tqdm bar")
     p.add_argument("--judge", action="store_true",
                    help="with --events: ask for the executable rates of the held-out predictions on stdin")
@@ -66,11 +69,15 @@ EXIT_FAILED, EXIT_CANCELLED, EXIT_BUSY = 1, 3, 4
 
 
 def _setup(args):
+    import torch
+
     from .examples import load_examples
     from .jobs import PersonalizeConfig
     from .store import AdapterStore
-    from .train import TrainConfig
+    from .train import TrainConfig, training_threads
 
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads or training_threads())
     train = load_examples(args.data)
     heldout = load_examples(args.heldout) if args.heldout else []
     rates = {} if args.lr is None else {"learning_rate": args.lr, "flora_learning_rate": args.lr}

@@ -44,7 +44,7 @@ class RunnerConfig:
     model: str  # the base model: the serving model's hub id or folder
     store_root: str  # the adapter store (the backend's --adapter-root)
     device: str = "cpu"  # where jobs train
-    steps: int = 100  # optimizer steps of the main adapter when the request says 0
+    steps: int = 0  # optimizer steps of the main adapter when the request says 0 (0: planned from the data)
     variant_steps: int = 60
     max_variants: int = 8  # SPA: diversity saturates around 8 adapters
     judge_timeout_s: float = 300.0  # how long a job waits for the client's executable rates

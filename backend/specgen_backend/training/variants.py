@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .examples import TrainingExample
-from .train import BaseModel, TrainConfig, train_adapter
+from .train import BaseModel, TrainConfig, planned_steps, train_adapter
 
 __all__ = ["partition", "train_variants", "VariantSet", "variant_name"]
 
@@ -87,11 +87,12 @@ def train_variants(base: BaseModel, examples: Sequence[TrainingExample], scores,
     """
     groups = partition(scores, k, seed=config.seed, min_size=max(2, len(examples) // (2 * k)))
     out_dir = Path(out_dir)
-    total = k * config.steps
+    planned = [planned_steps(config, len(group)) for group in groups]
+    total = sum(planned)
     for j, group in enumerate(groups):
-        def step(s, _total, loss, _j=j):
+        def step(s, _total, loss, _done=sum(planned[:j])):
             if progress is not None:
-                progress(_j * config.steps + s, total, loss)
+                progress(_done + s, total, loss)
         train_adapter(base, [examples[i] for i in group], out_dir / variant_name(j), config=config,
                       progress=step, cancel=cancel, init_adapter=init_adapter)
         log.info("variant %d trained on %d examples", j, len(group))
