@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from typing import Any, Optional
 
 from .loading import LoadedModel
-from .prompt import Prompt, build_prompt, detect_fim, find_stop, partial_stop_length
+from .prompt import CodeScanner, Prompt, build_prompt, detect_fim, find_stop, mid_line, partial_stop_length
 from .protocol import Generate
 
 __all__ = ["EngineConfig", "Engine"]
@@ -33,6 +34,7 @@ class Engine:
         tokenizer = loaded.tokenizer
         self.fim = detect_fim(tokenizer.get_vocab())
         self.eos_ids = _end_token_ids(loaded)
+        self._tables: dict = {}  # logits width -> constraint.TokenTable (built once, on first use)
         # The prompt and the new tokens must fit the positions the model was trained on.
         context = getattr(loaded.model.config, "max_position_embeddings", None) or 1 << 30
         self.max_prompt_tokens = max(16, min(config.max_prompt_tokens, context - config.max_new_tokens))
@@ -47,6 +49,51 @@ class Engine:
             extra_stops=request.stop,
         )
 
+    # -- decoding held to the live state (constraint.py) -------------------------------------
+
+    def token_table(self, size: int):
+        """The ``TokenTable`` of this model for logits of width ``size``, built on first use."""
+        if size not in self._tables:
+            from .constraint import TokenTable
+
+            self._tables[size] = TokenTable.from_tokenizer(self.loaded.tokenizer, size, self.eos_ids)
+        return self._tables[size]
+
+    def sample_rows(self, request: Generate, states: list["_Row"], logits, generator):
+        """Sample the next token of ``states`` (rows of one request) from their ``logits`` (n, V).
+
+        Each row's logits are masked to what its constraint and the syntax rules allow (per row:
+        rows of other requests in the batch are not touched), then ``_sample`` picks. Rows get
+        their ``guide`` here on their first step. Returns (tokens (n,), their logprobs (n,)).
+        """
+        import torch
+
+        table = self.token_table(logits.shape[-1])
+        if any(state.guide is None for state in states):
+            self._attach_guides(request, states, table)
+        masks = [None if state.done else state.guide.mask(table) for state in states]
+        if any(m is not None for m in masks):
+            full = torch.ones(table.size, dtype=torch.bool)
+            allowed = torch.stack([full if m is None else m for m in masks]).to(logits.device)  # (n, V)
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        tokens, logprobs = _sample(logits, request.temperature, generator)
+        for state, token in zip(states, tokens.tolist()):
+            if not state.done:
+                state.guide.advance(table.texts[token], token in self.eos_ids)
+        return tokens, logprobs
+
+    def _attach_guides(self, request: Generate, states: list["_Row"], table) -> None:
+        from .constraint import HeadGuide, RowGuide
+
+        # The active cell's text before the cursor sets the brackets and strings open at the cursor.
+        scanner = CodeScanner()
+        scanner.feed(request.context.prefix)
+        statement = mid_line(request.context)
+        heads = HeadGuide(request.constraint, table) if request.constraint is not None else None
+        for state in states:
+            if state.guide is None:
+                state.guide = RowGuide(scanner, statement=statement, heads=heads)
+
 
 @dataclass
 class _Row:
@@ -59,12 +106,17 @@ class _Row:
     logprob: float = 0.0
     done: bool = False
     reason: str = "length"
+    guide: Optional[Any] = None  # constraint.RowGuide: scanner and constraint, from the first step
 
     def __post_init__(self):
         self.ids = []
 
     def check_stop(self) -> None:
         cut = find_stop(self.text, self.stops)
+        if self.guide is not None:
+            end = self.guide.statement_end(self.text)  # mid-line: the end of the statement
+            if end >= 0 and (cut < 0 or end < cut):
+                cut = end
         if cut >= 0:
             self.text = self.text[:cut]
             self.finish("stop")
@@ -88,16 +140,41 @@ class _Row:
         return delta
 
 
+# Temperatures below this sample like greedy decoding (and dividing by a denormal overflows);
+# above the ceiling the distribution is flat to float precision anyway.
+MIN_TEMPERATURE = 1e-4
+MAX_TEMPERATURE = 100.0
+
+
 def _sample(logits, temperature: float, generator):
-    """Greedy when temperature is 0, else softmax sampling. Returns (tokens, their logprobs)."""
+    """Greedy when temperature is (about) 0, else softmax sampling. Returns (tokens, logprobs).
+
+    ``logits`` (n, V) may carry the decoding masks as ``-inf``; the logprob returned is under
+    that constrained distribution (log_softmax over the allowed tokens), which is what ranks the
+    candidates: they were all held to the same names, and the unconstrained value would penalise
+    exactly the names only the live kernel knew (absent from the prompt, so improbable to the raw
+    model). Safe for any input: a NaN/denormal temperature is greedy, an infinite one is clamped,
+    and a row with NaN or +inf logits is decoded greedily over its finite values; a row with no
+    finite value at all raises ``ValueError`` (the scheduler then answers that request alone).
+    """
     import torch
 
-    logp = torch.log_softmax(logits, dim=-1)  # (n, V)
-    if temperature <= 0:
-        tokens = logp.argmax(dim=-1)
+    logits = logits.float()
+    finite = torch.isfinite(logits)  # (n, V): NaN, +inf and the masks' -inf are all out
+    if not bool(finite.any(dim=-1).all()):
+        raise ValueError("no token has a finite logit (every token masked out, or the model produced NaN)")
+    broken = (torch.isnan(logits) | (logits == float("inf"))).any(dim=-1)  # (n,)
+    clean = logits.masked_fill(~finite, float("-inf"))
+    logp = torch.log_softmax(clean, dim=-1)  # (n, V)
+    greedy = clean.argmax(dim=-1)
+    if not temperature >= MIN_TEMPERATURE:  # also NaN
+        tokens = greedy
     else:
-        probs = torch.softmax(logits / temperature, dim=-1).cpu()
+        t = min(float(temperature), MAX_TEMPERATURE)
+        scaled = (clean - clean.max(dim=-1, keepdim=True).values) / t  # <= 0: exp cannot overflow
+        probs = torch.softmax(scaled, dim=-1).cpu()
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+        tokens = torch.where(broken, greedy, tokens)
     return tokens, logp.gather(1, tokens.view(-1, 1)).squeeze(1)
 
 
@@ -119,5 +196,5 @@ def _end_token_ids(loaded: LoadedModel) -> set[int]:
 
 def _seed(request: Generate) -> int:
     # Reproducible for a given user and request id (str hashes are salted per process; crc32 is not).
-    return zlib.crc32(f"{request.user}\0{request.id}".encode()) if request.temperature > 0 else 0
+    return zlib.crc32(f"{request.user}\0{request.id}".encode()) if request.temperature >= MIN_TEMPERATURE else 0
 

@@ -23,8 +23,12 @@ __all__ = [
     "detect_fim",
     "linearise",
     "build_prompt",
+    "SEPARATOR_STOPS",
+    "OPERATOR_CHARS",
     "stop_strings",
+    "mid_line",
     "find_stop",
+    "CodeScanner",
     "partial_stop_length",
     "clean_completion",
 ]
@@ -161,20 +165,177 @@ def _keep_start(text: str, budget: int, count_tokens) -> str:
     return "".join(lines[:lo])
 
 
+# The cell separator as models write it back: ``# In[ ]:`` at a line start, but also ``In[`` after
+# code on the same line, with or without the ``#`` (issue 18: ``In[`` leaked into 24 of 500
+# suggestions when only ``\n# In[`` stopped). A stop on one of these also cuts the ``#`` before it.
+SEPARATOR_STOPS = ("In[", "In [")
+
+
 def stop_strings(context: CompletionContext, extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """Where a suggestion ends: at the next cell, at a blank-line run, and, when the cursor sits
-    before text on the same line, at the end of that line."""
-    stops = ["\n# In[", "\n\n\n", *extra]
-    rest_of_line = context.suffix.split("\n", 1)[0]
-    if rest_of_line.strip():
-        stops.append("\n")
+    """Where a suggestion ends: at the cell separator wherever it starts, and at a blank-line run.
+
+    Mid-line completions also end at the end of their statement; that needs the brackets and
+    strings of the text, so it is ``CodeScanner``'s job (see ``mid_line``), not a stop string.
+    """
+    stops = [*SEPARATOR_STOPS, "\n\n\n", *extra]
     return tuple(dict.fromkeys(s for s in stops if s))
 
 
+def mid_line(context: CompletionContext) -> bool:
+    """Whether the cursor is inside a line: text before it on its line, or after it on its line.
+
+    Such a completion finishes the statement it is in and stops there; at the end of a line (or
+    on a blank line) it may write several statements.
+    """
+    before = context.prefix.rsplit("\n", 1)[-1]
+    after = context.suffix.split("\n", 1)[0]
+    return bool(before.strip() or after.strip())
+
+
 def find_stop(text: str, stops: Sequence[str]) -> int:
-    """Index of the earliest stop string in ``text``, or -1."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    """Index of the earliest stop string in ``text``, or -1 (a cell separator's ``#`` included)."""
+    hits = []
+    for stop in stops:
+        i = text.find(stop)
+        if i >= 0 and stop in SEPARATOR_STOPS:
+            j = len(text[:i].rstrip(" \t"))
+            i = j - 1 if j and text[j - 1] == "#" else i
+        if i >= 0:
+            hits.append(i)
     return min(hits) if hits else -1
+
+
+# Characters of Python's operators and delimiters, brackets and quotes aside (runs of them are
+# what the decoding masks bound).
+OPERATOR_CHARS = frozenset("+-*/%@&|^~<>=!.,:;")
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+class CodeScanner:
+    """Python's lexical state over text fed to it piece by piece: open brackets, strings, comments.
+
+    Just what the stop rules and the decoding masks need, not a tokenizer: string prefixes
+    (``f``, ``r``, ``b``) are read as plain quotes (an f-string's braces are string text), and a
+    closing bracket that matches nothing open is dropped (the cell above may already be broken).
+
+    Semantics::
+
+        scanner = CodeScanner()
+        scanner.feed("f(a, [1")    # -> -1;  scanner.stack == ["(", "["], scanner.state == "code"
+        scanner.feed("])\\nx")      # -> 2: that newline ends the statement
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []  # open brackets, innermost last
+        self.quote: Optional[str] = None  # the open string's quote: one or three ' or " characters
+        self.comment = False
+        self.escape = False  # a backslash just before: the next character is taken literally
+        self.run = 0  # how many operator characters end the code text (spaces end a run)
+        self.last = ""  # the last non-space character of code (strings and comments aside)
+        self.tail = ""  # the last characters of code, for the number rule of the decoding masks
+        # Quote characters met in code and not resolved yet: one opens a string, two are an empty
+        # string, three open a triple-quoted one; the next character decides.
+        self._pending = ""
+        self._closing = 0  # quote characters in a row inside a triple-quoted string
+
+    def copy(self) -> "CodeScanner":
+        other = CodeScanner.__new__(CodeScanner)
+        other.__dict__.update(self.__dict__)
+        other.stack = list(self.stack)
+        return other
+
+    @property
+    def state(self) -> str:
+        """``code``, ``'`` or ``"`` (inside a one-line string of that quote), or ``other``
+        (triple-quoted string, comment, after a backslash): the states the masks have rules for."""
+        if self._pending:
+            return self._pending[0] if len(self._pending) == 1 else "code"
+        if self.escape or self.comment:
+            return "other"
+        if self.quote is None:
+            return "code"
+        return self.quote if len(self.quote) == 1 else "other"
+
+    def feed(self, text: str) -> int:
+        """Advance over ``text``; return the index in it of the first newline that ends a
+        statement (outside brackets, strings and comments, not after a backslash), or -1."""
+        end = -1
+        for i, ch in enumerate(text):
+            if self._step(ch) and end < 0:
+                end = i
+        return end
+
+    def _code_char(self, ch: str) -> None:
+        if ch in " \t":
+            self.run = 0
+        else:
+            self.last = ch
+            self.run = self.run + 1 if ch in OPERATOR_CHARS else 0
+        self.tail = (self.tail + ch)[-32:]
+
+    def _end_of_line(self) -> bool:
+        self.run, self.tail = 0, ""
+        return not self.stack
+
+    def _step(self, ch: str) -> bool:
+        if self._pending:
+            q = self._pending[0]
+            if ch == q:
+                self._pending += ch
+                if len(self._pending) == 3:
+                    self._pending, self.quote, self._closing = "", q * 3, 0
+                return False
+            if len(self._pending) == 1:
+                self.quote = q  # a one-line string opened; ``ch`` is its first character
+            else:
+                self.last, self.run, self.tail = q, 0, " "  # ``''``: an empty string, closed
+            self._pending = ""
+        if self.escape:
+            self.escape = False
+            self._closing = 0
+            return False
+        if self.comment:
+            if ch == "\n":
+                self.comment = False
+                return self._end_of_line()
+            return False
+        if self.quote is not None:
+            if ch == "\\":
+                self.escape = True
+            elif len(self.quote) == 1:
+                if ch == "\n":  # an unterminated one-line string ends with its line
+                    self.quote = None
+                    return self._end_of_line()
+                if ch == self.quote:
+                    self.quote = None
+                    self.last, self.run, self.tail = ch, 0, " "
+            elif ch == self.quote[0]:
+                self._closing += 1
+                if self._closing == 3:
+                    self.quote, self._closing = None, 0
+                    self.last, self.run, self.tail = ch, 0, " "
+            else:
+                self._closing = 0
+            return False
+        if ch in "'\"":
+            self._pending = ch
+            return False
+        if ch == "#":
+            self.comment = True
+            return False
+        if ch == "\\":
+            self.escape = True  # a line continuation
+            return False
+        if ch == "\n":
+            return self._end_of_line()
+        if ch in _OPENERS:
+            self.stack.append(ch)
+        elif ch in _CLOSERS and _CLOSERS[ch] in self.stack:
+            while self.stack.pop() != _CLOSERS[ch]:
+                pass
+        self._code_char(ch)
+        return False
 
 
 def partial_stop_length(text: str, stops: Sequence[str]) -> int:

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .engine import Engine, _Row, _sample, _seed
+from .engine import Engine, _Row, _seed
 from .prompt import clean_completion
 from .protocol import Candidate, Generate
 
@@ -230,42 +230,25 @@ class Scheduler:
             if job.cancelled.is_set():
                 for state in job.states:
                     state.finish("cancelled")
-        tokenizer = self.engine.loaded.tokenizer
         tokens = torch.zeros(len(self._rows), dtype=torch.long)
+        failed: set[Job] = set()
         for job in jobs:
             live = [i for i, row in enumerate(self._rows) if row.job is job]
             if job.cancelled.is_set():
                 continue
-            sampled, logprobs = _sample(self._logits[live], job.request.temperature, job.generator)
-            job.steps += 1
-            max_tokens = max(1, min(job.request.max_tokens, self.engine.config.max_new_tokens))
-            for k, i in enumerate(live):
-                tokens[i] = sampled[k]
-                state = job.states[self._rows[i].index]
-                if state.done:
-                    continue
-                token = int(sampled[k])
-                state.logprob += float(logprobs[k])
-                if token in self.engine.eos_ids:
-                    state.finish("stop")
-                else:
-                    state.ids.append(token)
-                    state.text = tokenizer.decode(state.ids, skip_special_tokens=True)
-                    state.check_stop()
-                if not state.done and job.steps >= max_tokens:
-                    state.finish("length")
-                if not state.done and job.deadline is not None and now > job.deadline:
-                    state.finish("length")  # answered with what it has: a late completion is useless
-                delta = state.streamable_delta()
-                if delta:
-                    job.emit(self._rows[i].index, delta)
-                    if job.first_token is None:
-                        job.first_token = time.monotonic()
-                        if self.metrics is not None:
-                            self.metrics.ttft.observe(job.first_token - job.submitted)
-            if self.metrics is not None:
-                self.metrics.tokens.inc(len(live))
+            try:
+                self._sample_job(job, live, tokens, now)
+            except Exception as exc:
+                # One request's bad input (or a bug it reaches) is answered alone: the other rows
+                # of the batch, other users' included, go on decoding.
+                log.exception("sampling request %r failed; answering it alone", job.request.id)
+                for state in job.states:
+                    state.finish("length")  # its rows leave the batch below
+                failed.add(job)
+                self._finish(job, None, ("internal", f"generation of this request failed: {exc!r}"))
         for job in jobs:
+            if job in failed:
+                continue  # already answered
             if job.cancelled.is_set():
                 self._finish(job, None, ("cancelled", "the request was cancelled"))
             elif all(state.done for state in job.states):
@@ -276,6 +259,41 @@ class Scheduler:
             self.peak_rows = max(self.peak_rows, len(self._rows))
             self._decode(tokens[keep] if len(keep) != len(tokens) else tokens)
         self._observe()
+
+    def _sample_job(self, job: Job, live: list[int], tokens, now: float) -> None:
+        """Sample the next token of ``job``'s rows (batch positions ``live``) into ``tokens``;
+        update their text, stops and streams."""
+        tokenizer = self.engine.loaded.tokenizer
+        states = [job.states[self._rows[i].index] for i in live]
+        sampled, logprobs = self.engine.sample_rows(job.request, states, self._logits[live], job.generator)
+        job.steps += 1
+        max_tokens = max(1, min(job.request.max_tokens, self.engine.config.max_new_tokens))
+        for k, i in enumerate(live):
+            tokens[i] = sampled[k]
+            state = job.states[self._rows[i].index]
+            if state.done:
+                continue
+            token = int(sampled[k])
+            state.logprob += float(logprobs[k])
+            if token in self.engine.eos_ids:
+                state.finish("stop")
+            else:
+                state.ids.append(token)
+                state.text = tokenizer.decode(state.ids, skip_special_tokens=True)
+                state.check_stop()
+            if not state.done and job.steps >= max_tokens:
+                state.finish("length")
+            if not state.done and job.deadline is not None and now > job.deadline:
+                state.finish("length")  # answered with what it has: a late completion is useless
+            delta = state.streamable_delta()
+            if delta:
+                job.emit(self._rows[i].index, delta)
+                if job.first_token is None:
+                    job.first_token = time.monotonic()
+                    if self.metrics is not None:
+                        self.metrics.ttft.observe(job.first_token - job.submitted)
+        if self.metrics is not None:
+            self.metrics.tokens.inc(len(live))
 
     def _admit(self, job: Job) -> None:
         """Prefill ``job`` once per distinct adapter and merge its rows into the running batch."""

@@ -8,6 +8,7 @@ from specgen_backend.prompt import (
     clean_completion,
     detect_fim,
     linearise,
+    mid_line,
     partial_stop_length,
     stop_strings,
 )
@@ -63,16 +64,18 @@ def test_detect_fim_from_vocabulary():
     assert detect_fim({"a": 1}) is None
 
 
-def test_stops_include_end_of_line_only_mid_line():
-    """A cursor before text on its line stops at the newline; at a line end it may run on."""
-    assert "\n" in stop_strings(CompletionContext(prefix="f(", suffix=")"))
-    assert "\n" not in stop_strings(CompletionContext(prefix="for x in y:\n", suffix="\nprint(1)"))
-    assert "\n# In[" in stop_strings(CompletionContext(prefix=""))
+def test_stops_are_the_separator_anywhere_and_blank_lines():
+    """The cell separator stops wherever it starts; a mid-line end of line is the statement scanner's job, not a stop string."""
+    stops = stop_strings(CompletionContext(prefix="f(", suffix=")"))
+    assert "In[" in stops and "\n\n\n" in stops and "\n" not in stops
+    assert mid_line(CompletionContext(prefix="f(", suffix=")"))
+    assert not mid_line(CompletionContext(prefix="for x in y:\n", suffix="\nprint(1)"))
 
 
 def test_partial_stop_is_held_back():
     """Text that may become a stop string is not streamed yet."""
     assert partial_stop_length("x = 1\n# In", ["\n# In["]) == 5
+    assert partial_stop_length("x = 1  # In", stop_strings(CompletionContext(prefix=""))) == 2
     assert partial_stop_length("x = 1", ["\n# In["]) == 0
 
 
