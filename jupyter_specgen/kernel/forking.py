@@ -3,38 +3,55 @@
 The child is a copy-on-write snapshot of the kernel: it sees the user's namespace as it is and
 can do anything to its copy without the kernel noticing. What it must not do is reach outside:
 write or delete files, spawn processes, talk to the network, signal other processes, or touch
-the kernel's sockets. ``enter_sandbox`` builds that fence from what one process can do to
-itself (see docs/validation.md for what it does not cover):
+the kernel's sockets. ``enter_sandbox`` builds that fence in the child, in this order, before
+any code of the candidate runs (see docs/validation.md for the full table and its limits):
 
+- ``spawn`` puts the child in its own process group (set on both sides of the fork), and
+  ``collect`` kills that whole group at the deadline and once the child has ended;
 - every inherited file descriptor is closed, stdin/stdout/stderr point at /dev/null, so the
-  kernel's ZMQ sockets and the user's open files are out of reach (a shared file offset would
-  otherwise leak reads back into the kernel);
-- resource limits: address space (what it inherits + ``memory_mb``), CPU seconds, file size 0
-  (no byte can be written to a regular file, even through C code), no core dumps, no new
-  processes for non-root users;
-- an audit hook (PEP 578) that refuses writing opens, deletes and renames, process creation,
-  signals to other processes, socket connections and lookups, ctypes, and writable mmaps;
+  kernel's ZMQ sockets, other children's pipes and the user's open files are out of reach;
+- resource limits: address space (what it inherits + ``memory_mb``), CPU seconds, file size 0,
+  no core dumps; ``PR_SET_PDEATHSIG`` so that it dies with the kernel;
+- the operating system's fence (``sandbox.py``): ``no_new_privs``, Landlock where the kernel
+  has it, and last a seccomp-bpf allowlist compiled once in the kernel. This is the guarantee:
+  it holds whatever the candidate does in Python, C, ctypes or raw system calls;
+- an audit hook (PEP 578) that refuses the same things from Python with a clear message
+  ("refused: writing files is not allowed while validating (sales.parquet)"). It only makes
+  the messages clear: a candidate that disarms it still meets the system calls' refusal;
 - ``os._exit``/``os.abort`` raise instead of ending the child, so code calling them is reported;
 - the child never returns into the kernel's code: it ends with the real ``os._exit``, so no
   atexit handler, finaliser or buffered stream of the kernel runs in it.
+
+Where the operating system's fence cannot be built (``sandbox_status()``), nothing is run:
+``enter_sandbox`` raises ``SandboxUnavailable`` and validation answers "not validated".
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
+import re
 import logging
 import os
 import resource
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Optional
+
+from . import sandbox
+from .sandbox import SandboxUnavailable
 
 __all__ = [
     "fork_available",
+    "sandbox_status",
+    "SandboxUnavailable",
+    "refusal_message",
     "Child",
     "Outcome",
     "GuardExit",
@@ -62,6 +79,69 @@ def fork_available() -> bool:
     return hasattr(os, "fork") and os.name == "posix"
 
 
+# The fence compiled once (``sandbox.prepare``) and whether it held in a probe child; filled by
+# the first ``sandbox_status()`` call, under the lock (specs run on a subshell thread).
+_fence: Optional[sandbox.Fence] = None
+_status: Optional[tuple[bool, str]] = None
+_status_lock = threading.Lock()
+
+# Off only in benchmarks/bench_validate.py's own kernel, to measure what the OS fence costs:
+# never a setting, and with it off the audit hook alone stands between a candidate and the
+# machine (the weak fence of issue 12).
+_OS_FENCE_FOR_BENCHMARK_ONLY = True
+
+
+def sandbox_status() -> tuple[bool, str]:
+    """(True, what fences the children) or (False, "not validated: no sandbox on this system (why)").
+
+    Computed once per process: the filter is compiled, then a probe child enters the whole
+    fence and checks that a write-mode open and a socket are refused by the system.
+    """
+    global _fence, _status
+    with _status_lock:
+        if _status is None:
+            try:
+                if not fork_available():
+                    raise SandboxUnavailable("this platform cannot fork")
+                fence = sandbox.prepare()
+                _fence = fence
+                _probe()
+                _status = (True, fence.description)
+                log.info("validation sandbox: %s (compiled in %.1f ms)", fence.description, fence.compile_ms)
+            except SandboxUnavailable as exc:
+                _fence = None
+                _status = (False, f"not validated: no sandbox on this system ({exc})")
+                log.warning("jupyter_specgen: %s", _status[1])
+        return _status
+
+
+def _probe() -> None:
+    """Enter the fence in a child and check that the system refuses what it must; raise if not."""
+    def child(fd: int) -> None:
+        _enter_os_fence(keep_fd=fd, timeout_s=2.0, memory_mb=64, fence=_fence)
+        import socket
+
+        checks = []
+        try:
+            os.close(os.open(os.path.join(os.sep, "tmp", f".specgen-probe-{os.getpid()}"), os.O_WRONLY | os.O_CREAT, 0o600))
+            checks.append("a write-mode open succeeded")
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                checks.append(f"a write-mode open failed with {errno.errorcode.get(exc.errno, exc.errno)}, not EROFS")
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+            checks.append("a socket was created")
+        except OSError:
+            pass
+        os.write(fd, ("; ".join(checks) or "ok").encode())
+
+    (outcome,) = collect([_spawn(child)], deadline=time.monotonic() + 5.0)
+    text = outcome.data.decode("utf-8", "replace")
+    if text != "ok":
+        why = text or f"the probe child ended with {outcome.exit_code if outcome.signal is None else 'signal %d' % outcome.signal}"
+        raise SandboxUnavailable(f"the seccomp/Landlock fence did not hold in a probe: {why}")
+
+
 @dataclass
 class Child:
     """A forked child whose report arrives on ``fd``."""
@@ -69,6 +149,7 @@ class Child:
     pid: int
     fd: int
     started: float  # time.monotonic() at fork
+    group: bool = False  # the child leads its own process group (pgid == pid): kill the group
 
 
 @dataclass
@@ -89,22 +170,45 @@ class GuardExit(BaseException):
 def spawn(child_main: Callable[[int], None]) -> Child:
     """Fork; in the child call ``child_main(write_fd)`` and end it with ``os._exit``.
 
-    Whatever ``child_main`` does or raises, the child never comes back here.
+    Whatever ``child_main`` does or raises, the child never comes back here. The fence is
+    prepared here, in the parent, before the first fork (``sandbox_status``), never in a child.
     """
+    sandbox_status()
+    return _spawn(child_main)
+
+
+def _spawn(child_main: Callable[[int], None]) -> Child:
     read_fd, write_fd = os.pipe()
+    parent = os.getpid()
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # the child
         code = 0
         try:
             os.close(read_fd)
+            # Its own process group, before anything else: the kernel kills the group as a
+            # whole, and an interrupt of the kernel's group does not reach it. Set here and in
+            # the parent, so that whichever runs first, the group exists before either goes on.
+            os.setpgid(0, 0)
+            if _libc is not None:
+                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the kernel
+            if os.getppid() != parent:  # the kernel died before the line above
+                raise SystemExit
             child_main(write_fd)
         except BaseException:  # noqa: BLE001 - nothing may escape into the kernel's code
             code = 70
         finally:
             _real_exit(code)
     os.close(write_fd)
-    return Child(pid=pid, fd=read_fd, started=started)
+    try:
+        os.setpgid(pid, pid)
+        group = True
+    except OSError:  # it already ended (ESRCH) or set it itself (EACCES after exec: never here)
+        try:
+            group = os.getpgid(pid) == pid
+        except OSError:
+            group = False
+    return Child(pid=pid, fd=read_fd, started=started, group=group)
 
 
 def collect(children: Sequence[Child], *, deadline: float, max_bytes: int = 1 << 20) -> list[Outcome]:
@@ -141,7 +245,7 @@ def collect(children: Sequence[Child], *, deadline: float, max_bytes: int = 1 <<
             os.close(c.fd)
     outcomes = []
     for c in children:
-        killed, status = _reap(c.pid, deadline)
+        killed, status = _reap(c, deadline)
         end = ended.get(c.pid, time.monotonic())
         exit_code = sig = None
         if status is not None:
@@ -155,27 +259,47 @@ def collect(children: Sequence[Child], *, deadline: float, max_bytes: int = 1 <<
     return outcomes
 
 
-def _reap(pid: int, deadline: float) -> tuple[bool, int | None]:
-    """Wait for ``pid`` until ``deadline``, then kill it; (killed by us, wait status)."""
+def _reap(child: Child, deadline: float) -> tuple[bool, int | None]:
+    """Wait for ``child`` until ``deadline``, then kill it; (killed by us, wait status).
+
+    Its process group is killed as well, before the child is reaped: while the child is a
+    zombie its pid (the group's id) cannot be reused, so the signal cannot reach a stranger.
+    """
+    pid = child.pid
     killed = False
     while True:
         try:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:  # someone else reaped it
             return killed, None
-        if done:
-            return killed, status
-        if time.monotonic() >= deadline and not killed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if ended is None and time.monotonic() >= deadline:
+            _kill(child)
             killed = True
+            ended = True
+        if ended is not None:
+            if child.group:
+                _killpg(pid)  # whatever else is in its group (nothing can be: no fork)
             try:
                 return killed, os.waitpid(pid, 0)[1]
             except ChildProcessError:
                 return killed, None
         time.sleep(0.0005)
+
+
+def _kill(child: Child) -> None:
+    if child.group:
+        _killpg(child.pid)
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,17 +366,20 @@ _REFUSED_EVENTS = frozenset(
         "sys.remote_exec", "sys.setprofile", "sys.settrace",
     }
 )
+_FILE_EVENTS = frozenset(
+    {"os.remove", "os.rmdir", "os.rename", "os.truncate", "os.mkdir", "os.chmod", "os.chown", "os.link",
+     "os.symlink", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.make_archive"}
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 def enter_sandbox(*, keep_fd: int, timeout_s: float, memory_mb: int, output_chars: int = 4000) -> Sandbox:
-    """Fence in the current (forked) process; see the module docstring. Irreversible."""
-    _close_fds(keep_fd)
-    _set_limits(timeout_s=timeout_s, memory_mb=memory_mb)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write raises OSError(EFBIG)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupting the kernel is not about us
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the kernel
+    """Fence in the current (forked) process; see the module docstring. Irreversible.
+
+    Raises ``SandboxUnavailable`` when the operating system's fence cannot be built or entered;
+    the caller must then run nothing (``spawn`` ends the child).
+    """
+    _enter_os_fence(keep_fd=keep_fd, timeout_s=timeout_s, memory_mb=memory_mb)
     # A full collection touches every object and so copies every page of the kernel; the
     # child is short-lived and the address-space limit bounds what garbage it can make.
     gc.disable()
@@ -263,15 +390,57 @@ def enter_sandbox(*, keep_fd: int, timeout_s: float, memory_mb: int, output_char
     os.abort = _refuse_abort  # type: ignore[assignment]
     me = os.getpid()
 
+    # The hook only words the refusals (the system calls are refused anyway, see above): a
+    # candidate that swaps its globals or code disarms the messages, not the fence.
     def hook(event: str, args: tuple) -> None:
         why = _refusal(event, args, me)
         if why:
             if len(box.refused) < 20:
                 box.refused.append(why)
+            if why.startswith("write "):
+                raise PermissionError(f"refused: writing files is not allowed while validating ({why[6:]})")
             raise PermissionError(f"refused while validating a suggestion: {why}")
 
     sys.addaudithook(hook)
     return box
+
+
+def _enter_os_fence(*, keep_fd: int, timeout_s: float, memory_mb: int, fence: Optional[sandbox.Fence] = None) -> None:
+    """Descriptors, limits, then the operating system's fence (Landlock, seccomp last).
+
+    ``fence``: given by the probe only (``sandbox_status`` holds its lock while it runs).
+    """
+    if fence is None:
+        ok, why = _status if _status is not None else (False, "not validated: the sandbox was not prepared before the fork")
+        fence = _fence
+        if not ok or fence is None:
+            raise SandboxUnavailable(why)
+    _close_fds(keep_fd)
+    _set_limits(timeout_s=timeout_s, memory_mb=memory_mb)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past RLIMIT_FSIZE raises OSError(EFBIG)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupting the kernel is not about us
+    if _OS_FENCE_FOR_BENCHMARK_ONLY:
+        fence.enter(report_fd=keep_fd)
+
+
+def refusal_message(message: str) -> str:
+    """The clear wording of an error the fence caused, or "" when ``message`` is not one.
+
+    C libraries report the system's refusal in their own words ("Failed to open local file
+    'sales.parquet'. Detail: [errno 30] Read-only file system"); the filter answers every call
+    that would change the filesystem with EROFS so that it can be told apart here.
+    """
+    if "refused: writing files is not allowed" in message:
+        return message
+    if "Read-only file system" in message or "[errno 30]" in message.lower():
+        path = _QUOTED.search(message)
+        return f"refused: writing files is not allowed while validating ({path.group(1) if path else 'a file'})"
+    if "Operation not permitted" in message and "refused" not in message:
+        return f"refused: not allowed while validating ({message})"
+    return ""
+
+
+_QUOTED = re.compile(r"""['"]([^'"]+)['"]""")
 
 
 def _refusal(event: str, args: tuple, me: int) -> str:
@@ -281,7 +450,7 @@ def _refusal(event: str, args: tuple, me: int) -> str:
         writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
             isinstance(flags, int) and flags & _WRITE_FLAGS
         )
-        return f"open {path!r} mode {mode!r}" if writes else ""
+        return f"write {os.fsdecode(path) if isinstance(path, (str, bytes)) else path!r}" if writes else ""
     if event in ("os.kill", "os.killpg"):
         pid = args[0] if args else None
         return "" if pid == me and event == "os.kill" else f"{event} {pid!r}"
@@ -290,6 +459,8 @@ def _refusal(event: str, args: tuple, me: int) -> str:
         import mmap
 
         return "" if fileno == -1 or access == mmap.ACCESS_READ else f"writable mmap of fd {fileno}"
+    if event in _FILE_EVENTS and isinstance(args, tuple) and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        return f"write {os.fsdecode(args[0])}"
     if event in _REFUSED_EVENTS:
         shown = ", ".join(repr(a)[:80] for a in args[:2]) if isinstance(args, tuple) else ""
         return f"{event} {shown}".strip()
@@ -322,8 +493,8 @@ def _set_limits(*, timeout_s: float, memory_mb: int) -> None:
         (resource.RLIMIT_FSIZE, (0, 0)),
         (resource.RLIMIT_CORE, (0, 0)),
     ]
-    if hasattr(resource, "RLIMIT_NPROC"):
-        limits.append((resource.RLIMIT_NPROC, (0, 0)))  # not enforced for root; the hook is
+    # No RLIMIT_NPROC: it counts threads too (numpy's and torch's pools must start), and the
+    # seccomp filter refuses every clone that is not a thread, for root as well.
     inherited = _address_space()
     if inherited:
         budget = inherited + memory_mb * (1 << 20)

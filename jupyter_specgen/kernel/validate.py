@@ -78,10 +78,15 @@ def start(
     """Fork one child per candidate. ``transform``: IPython's ``transform_cell``, if any."""
     children: list[Optional[forking.Child]] = []
     reasons: dict[int, str] = {}
+    # Without the operating system's fence nothing runs (computed once; the first call
+    # compiles the filter and probes it, before the deadline starts).
+    fenced, why_not = forking.sandbox_status()
     deadline = time.monotonic() + options.timeout_s
     for index, candidate in enumerate(candidates):
         if not forking.fork_available():
             reasons[index] = "not validated: this platform cannot fork"
+        elif not fenced:
+            reasons[index] = why_not
         elif index >= options.max_candidates:
             reasons[index] = f"not validated: more than {options.max_candidates} candidates"
         if index in reasons:
@@ -139,11 +144,22 @@ def _verdict(index: int, outcome: forking.Outcome) -> Verdict:
 
 def _child_main(namespace: dict, cell: str, options: ValidateOptions, transform: Any):
     def main(fd: int) -> None:
-        box = forking.enter_sandbox(
-            keep_fd=fd, timeout_s=options.timeout_s, memory_mb=options.memory_mb, output_chars=options.output_chars
-        )
+        try:
+            box = forking.enter_sandbox(
+                keep_fd=fd, timeout_s=options.timeout_s, memory_mb=options.memory_mb, output_chars=options.output_chars
+            )
+        except forking.SandboxUnavailable as exc:  # nothing of the candidate has run; say why
+            message = str(exc) if str(exc).startswith("not validated") else f"not validated: the sandbox failed ({exc})"
+            forking.os.write(fd, json.dumps({"status": "not_validated", "message": message}).encode())
+            return
         report = _run(namespace, cell, options, transform)
         report.update(stdout=box.stdout.getvalue(), stderr=box.stderr.getvalue(), refused=list(box.refused))
+        if report.get("status") == "raised":  # a refusal of the fence, in the fence's words
+            clear = forking.refusal_message(str(report.get("message", "")))
+            if clear:
+                report["message"] = clear
+                if clear not in report["refused"] and len(report["refused"]) < 20:
+                    report["refused"].append(clear)
         try:
             data = json.dumps(report, separators=(",", ":"), default=str).encode("utf-8", "replace")
         except (TypeError, ValueError) as exc:
