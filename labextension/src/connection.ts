@@ -1,9 +1,10 @@
 // One websocket per browser tab to the server extension at `<base_url>specgen/ws`.
 //
-// The connection numbers requests, routes `chunk`/`done`/`error` to the request they answer and
-// `status` and `personalize` to signals, and settles every request exactly once: by `done`, by `error`, by a local
-// `cancel` or by the loss of the socket. Replies to settled requests are dropped, which is how the
-// browser end ignores stale work (JupyterLab passes providers no abort signal).
+// The connection numbers requests, routes `progress`/`shown`/`chunk`/`done`/`error` to the request
+// they answer and `status` and `personalize` to signals, and settles every request exactly once: by
+// `done`, by `error`, by a local `cancel` or by the loss of the socket. Replies to settled requests
+// are dropped, which is how the browser end ignores stale work (JupyterLab passes providers no
+// abort signal).
 
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
@@ -54,7 +55,8 @@ export class SpecgenConnection implements IDisposable {
   }
 
   /**
-   * Send a `complete` request; the returned request yields its chunks and exactly one final event.
+   * Send a `complete` request; the returned request yields its progress, the items that held up
+   * (and raw chunks when `fields.stream` is set) and exactly one final event.
    */
   complete(
     fields: Omit<IComplete, 'type' | 'id' | 'version'>
@@ -192,6 +194,12 @@ export class SpecgenConnection implements IDisposable {
         return;
       case 'personalize':
         this._personalizeChanged.emit(message);
+        return;
+      case 'progress':
+        this._pending.get(message.reply_to)?.addProgress(message);
+        return;
+      case 'shown':
+        this._pending.get(message.reply_to)?.addShown(message);
         return;
       case 'chunk':
         this._pending.get(message.reply_to)?.addChunk(message);

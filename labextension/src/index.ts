@@ -5,7 +5,11 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  MainAreaWidget,
+  Notification
+} from '@jupyterlab/apputils';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -47,7 +51,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       commands: app.commands,
       serverSettings
     });
-    const provider = new SpecgenInlineProvider({ connection, feedback });
+    const provider = new SpecgenInlineProvider({
+      connection,
+      feedback,
+      commands: app.commands
+    });
     completionManager.registerInlineProvider(provider);
 
     addPersonalizeCommand(app, connection);
@@ -57,17 +65,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return;
     }
     const status = new SpecgenStatus({
-      hint: `Click to ${PERSONALIZE_LABEL.toLowerCase()}.`
+      hint: `Click to ${PERSONALIZE_LABEL.toLowerCase()}.`,
+      // Said once per tab; the status bar item keeps a marker after it.
+      notify: message => Notification.warning(message, { autoClose: false })
     });
     status.setStatus(connection.status);
     status.node.addEventListener('click', () => {
       void app.commands.execute(CommandIDs.personalize);
     });
     connection.statusChanged.connect((_, message) => status.setStatus(message));
-    provider.started.connect(() => status.clearVerdict());
-    provider.completed.connect((_, { item, error }) =>
-      status.setVerdict(item, error)
+    provider.started.connect(() => status.started());
+    provider.progressed.connect((_, progress) => status.setProgress(progress));
+    provider.completed.connect((_, { items, summary, error }) =>
+      status.finished({ items, summary, error })
     );
+    feedback.currentChanged.connect((_, item) => status.setShowing(item));
 
     let showStatus = true;
     const visibilityChanged = new Signal<SpecgenStatus, void>(status);

@@ -1,7 +1,8 @@
-// One `complete` request as the browser sees it: the text streamed so far per candidate, and a
-// queue of events read by the provider's `stream()` generator. No I/O: the connection feeds it.
+// One `complete` request as the browser sees it: the raw text streamed so far per candidate (only
+// when the request asked for `stream`), the items that held up so far, and a queue of events read
+// by the provider. No I/O: the connection feeds it.
 
-import { IChunk, IDone, IErrorInfo } from './protocol';
+import { IChunk, IDone, IErrorInfo, IItem, IProgress, IShown } from './protocol';
 
 /**
  * A `complete` request in flight, settled exactly once by `done` or an error.
@@ -19,7 +20,12 @@ export class CompletionRequest {
     return this._settled;
   }
 
-  /** The cumulative text of `candidate` so far. */
+  /** The items that held up so far, in the order they did (the rank comes with `done`). */
+  get shown(): readonly IItem[] {
+    return this._shown;
+  }
+
+  /** The cumulative raw text of `candidate` so far. */
   text(candidate: number): string {
     return this._texts.get(candidate) ?? '';
   }
@@ -32,6 +38,22 @@ export class CompletionRequest {
     const text = this.text(chunk.candidate) + chunk.text;
     this._texts.set(chunk.candidate, text);
     this._push({ kind: 'chunk', candidate: chunk.candidate, text });
+  }
+
+  /** Where the server is with this request (not final). */
+  addProgress(progress: IProgress): void {
+    if (!this._settled) {
+      this._push({ kind: 'progress', progress });
+    }
+  }
+
+  /** A candidate that held up (not final). */
+  addShown(shown: IShown): void {
+    if (this._settled) {
+      return;
+    }
+    this._shown.push(shown.item);
+    this._push({ kind: 'shown', item: shown.item });
   }
 
   /** Deliver the final answer; every call after the first is ignored. */
@@ -65,7 +87,7 @@ export class CompletionRequest {
       this._wake = null;
     }
     const event = this._queue.shift() ?? null;
-    if (event && event.kind !== 'chunk') {
+    if (event && (event.kind === 'done' || event.kind === 'error')) {
       this._finalRead = true;
     }
     return event;
@@ -77,6 +99,7 @@ export class CompletionRequest {
   }
 
   private _texts = new Map<number, string>();
+  private _shown: IItem[] = [];
   private _queue: CompletionRequest.Event[] = [];
   private _wake: (() => void) | null = null;
   private _settled = false;
@@ -87,9 +110,14 @@ export class CompletionRequest {
  * A namespace for CompletionRequest statics.
  */
 export namespace CompletionRequest {
-  /** What a request reports: more text of a candidate (cumulative), then one final event. */
+  /**
+   * What a request reports: raw text of a candidate (cumulative; only with `stream`), progress,
+   * items that held up, then one final event.
+   */
   export type Event =
     | { kind: 'chunk'; candidate: number; text: string }
+    | { kind: 'progress'; progress: IProgress }
+    | { kind: 'shown'; item: IItem }
     | { kind: 'done'; done: IDone }
     | { kind: 'error'; error: IErrorInfo };
 }

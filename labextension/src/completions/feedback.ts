@@ -1,13 +1,18 @@
 // Whether the user took a suggestion, reported to `POST specgen/feedback` so that personalization
-// can learn from accepted suggestions and count dismissed ones.
+// can learn from accepted suggestions and count dismissed ones; and which suggestion is on screen,
+// for the status bar.
 //
-// JupyterLab gives inline providers no accept or dismiss callback, so this is a heuristic:
+// JupyterLab gives inline providers no accept, dismiss or cycle callback, so this is a heuristic:
 //
-// - The provider tells the tracker what it shows: the cumulative text of each chunk and the final
-//   item of `done`, keyed by request id, with the request's path, cells, active index and prefix.
-//   Only the latest request's text counts; one already reported is never reported again.
+// - The provider tells the tracker the list of items it gave JupyterLab for a request, best first
+//   (`offered`), keyed by request id, with the request's path, cells, active index and prefix.
+//   Only the latest request counts; one already reported is never reported again.
+// - Which item is on screen mirrors JupyterLab's inline completer: item 0 of a fresh list;
+//   `inline-completer:next`/`previous` move by one with wrap-around; a new list for the same
+//   request keeps the item with the same text (as `InlineCompleter.Model.setCompletions` does),
+//   or goes back to item 0 when that text is gone.
 // - Accepted: the command `inline-completer:accept` (Tab, Alt End, the toolbar button) runs while
-//   a suggestion is showing.
+//   a suggestion is showing; the item on screen is the one reported.
 // - Dismissed: a new request arrives that does not continue the suggestion, that is, it is for
 //   another cell (the ghost text of the old one is gone), or its prefix does not start with the
 //   old prefix, or the text typed since is not a prefix of the suggestion (typing through the
@@ -21,13 +26,18 @@
 import type { ServerConnection } from '@jupyterlab/services';
 import type { CommandRegistry } from '@lumino/commands';
 import type { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
 
 import { postFeedback } from '../personalize/api';
-import { IFeedbackReport } from '../protocol';
+import { IFeedbackReport, IItem } from '../protocol';
 import type { CompletionFields } from './context';
 
 /** The command JupyterLab's inline completer runs to insert the ghost text. */
 export const ACCEPT_COMMAND = 'inline-completer:accept';
+
+/** The commands that show the next and the previous item of the inline completion list. */
+export const NEXT_COMMAND = 'inline-completer:next';
+export const PREVIOUS_COMMAND = 'inline-completer:previous';
 
 /** Commands that take the cursor out of the editor, removing the ghost text unaccepted. */
 export const DISMISS_COMMANDS: ReadonlySet<string> = new Set([
@@ -53,9 +63,20 @@ export class FeedbackTracker implements IDisposable {
     return this._isDisposed;
   }
 
-  /** The suggestion now counted as showing, if any (for tests and debugging). */
+  /** The suggestion now counted as showing, if any. */
   get showing(): Readonly<FeedbackTracker.IShown> | null {
     return this._showing;
+  }
+
+  /** The item on screen (the one Tab would insert), or null when none is. */
+  get current(): IItem | null {
+    const shown = this._showing;
+    return shown ? shown.items[shown.index] : null;
+  }
+
+  /** Emits the item on screen whenever it changes (null: nothing is shown). */
+  get currentChanged(): ISignal<this, IItem | null> {
+    return this._currentChanged;
   }
 
   /**
@@ -70,21 +91,34 @@ export class FeedbackTracker implements IDisposable {
     this._settle(false);
   }
 
-  /** Request `id` shows `text` (cumulative: a chunk's text so far, or the final item). */
-  shown(id: number, fields: CompletionFields, text: string): void {
+  /**
+   * Request `id` now shows `items` (the list given to JupyterLab, best first; for raw streamed
+   * text, one item with its text so far). An empty list: the request shows nothing (any more).
+   */
+  offered(id: number, fields: CompletionFields, items: readonly IItem[]): void {
     if (id <= this._lastSettledId) {
-      return; // a reported request (later chunks) or an older one
+      return; // a reported request (later updates) or an older one
     }
-    if (!text) {
-      if (this._showing?.id === id) {
+    const previous = this._showing;
+    if (items.length === 0) {
+      if (previous?.id === id) {
         this._showing = null; // the final answer was empty: the streamed text is gone
+        this._currentChanged.emit(null);
       }
       return;
     }
-    if (this._showing && id < this._showing.id) {
+    if (previous && id < previous.id) {
       return; // an older request than the one on screen
     }
-    this._showing = { id, fields, text };
+    let index = 0;
+    if (previous?.id === id) {
+      const kept = items.findIndex(
+        item => item.text === previous.items[previous.index].text
+      );
+      index = kept >= 0 ? kept : 0;
+    }
+    this._showing = { id, fields, items: [...items], index };
+    this._currentChanged.emit(this.current);
   }
 
   dispose(): void {
@@ -94,6 +128,7 @@ export class FeedbackTracker implements IDisposable {
     this._isDisposed = true;
     this._commands.commandExecuted.disconnect(this._onCommand, this);
     this._showing = null;
+    Signal.clearData(this);
   }
 
   private _onCommand(
@@ -105,6 +140,12 @@ export class FeedbackTracker implements IDisposable {
     }
     if (args.id === ACCEPT_COMMAND) {
       this._settle(true);
+    } else if (args.id === NEXT_COMMAND || args.id === PREVIOUS_COMMAND) {
+      const shown = this._showing;
+      const step = args.id === NEXT_COMMAND ? 1 : -1;
+      const count = shown.items.length;
+      shown.index = (shown.index + step + count) % count;
+      this._currentChanged.emit(this.current);
     } else if (DISMISS_COMMANDS.has(args.id)) {
       this._settle(false);
     }
@@ -116,12 +157,13 @@ export class FeedbackTracker implements IDisposable {
       return;
     }
     this._showing = null;
+    this._currentChanged.emit(null);
     this._lastSettledId = Math.max(this._lastSettledId, shown.id);
     const { path, prefix, cells, active } = shown.fields;
     const report: IFeedbackReport = {
       path,
       prefix,
-      suggestion: shown.text,
+      suggestion: shown.items[shown.index].text,
       accepted,
       cells: cells ?? [],
       active: active ?? -1
@@ -137,6 +179,7 @@ export class FeedbackTracker implements IDisposable {
   private _showing: FeedbackTracker.IShown | null = null;
   // The newest request already reported: its later chunks (or older requests) are not shown again.
   private _lastSettledId = 0;
+  private _currentChanged = new Signal<this, IItem | null>(this);
   private _isDisposed = false;
 }
 
@@ -159,8 +202,10 @@ export namespace FeedbackTracker {
     id: number;
     /** The request's context: cell, path, notebook and prefix. */
     fields: CompletionFields;
-    /** The text shown as ghost text. */
-    text: string;
+    /** The items JupyterLab holds for it, best first. */
+    items: IItem[];
+    /** Which of them is on screen (JupyterLab's own index, mirrored). */
+    index: number;
   }
 }
 
@@ -173,5 +218,5 @@ function continues(shown: FeedbackTracker.IShown, next: CompletionFields): boole
   if (!next.prefix.startsWith(old)) {
     return false;
   }
-  return shown.text.startsWith(next.prefix.slice(old.length));
+  return shown.items[shown.index].text.startsWith(next.prefix.slice(old.length));
 }
