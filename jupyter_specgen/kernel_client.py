@@ -183,9 +183,13 @@ class KernelLink:
         )
 
     async def validate(self, candidates: Sequence[str], *, prefix: str = "", suffix: str = "",
-                       timeout_ms: int = 2000, memory_mb: int = 1024, wait_ms: int = 1000) -> list[Verdict]:
+                       timeout_ms: int = 2000, memory_mb: int = 1024, wait_ms: int = 1000,
+                       notebook: Sequence[str] = ()) -> list[Verdict]:
         """One verdict per candidate, in order. Waits at most ``wait_ms`` for the kernel to be
         idle, then ``timeout_ms`` for the children; whatever is not answered is "not_validated".
+
+        ``notebook``: the sources of the notebook's code cells; with the cursor (the end of
+        ``prefix``) in a function body, the kernel calls the function as they do.
         """
         candidates = list(candidates)
         if not candidates:
@@ -199,7 +203,7 @@ class KernelLink:
                 return _not_validated(candidates, "not validated: the kernel stayed busy past the budget")
         request = ValidateRequest(id=self._new_id(), candidates=candidates, prefix=prefix, suffix=suffix,
                                   timeout_ms=timeout_ms, memory_mb=memory_mb,
-                                  deadline_ms=time.time() * 1000 + wait_ms)
+                                  deadline_ms=time.time() * 1000 + wait_ms, notebook=list(notebook))
         timeout = (wait_ms + timeout_ms) / 1000 + 1.0  # + forking, reporting and the round trip
         reply = await self._request(request, self._main_comm, subshell=False, timeout_s=timeout)
         if isinstance(reply, ValidateReply) and len(reply.verdicts) == len(candidates):
@@ -416,12 +420,13 @@ class KernelLinks:
                                                             max_rows=max_rows)
 
     async def validate(self, kernel_id: str, candidates: Sequence[str], *, prefix: str = "", suffix: str = "",
-                       timeout_ms: int = 2000, memory_mb: int = 1024, wait_ms: int = 1000) -> list[Verdict]:
+                       timeout_ms: int = 2000, memory_mb: int = 1024, wait_ms: int = 1000,
+                       notebook: Sequence[str] = ()) -> list[Verdict]:
         link = await self.link(kernel_id)
         if link is None:
             return _not_validated(candidates, "not validated: the kernel cannot be reached")
         return await link.validate(candidates, prefix=prefix, suffix=suffix, timeout_ms=timeout_ms,
-                                   memory_mb=memory_mb, wait_ms=wait_ms)
+                                   memory_mb=memory_mb, wait_ms=wait_ms, notebook=notebook)
 
     async def execution_log(self, kernel_id: str, *, limit: int = 50) -> Optional[LogReply]:
         link = await self.link(kernel_id)

@@ -228,6 +228,7 @@ class KernelExtension:
             timeout_s=max(0.01, request.timeout_ms / 1000), memory_mb=max(16, request.memory_mb),
             output_chars=self.validate_options.output_chars, max_candidates=self.validate_options.max_candidates,
             spec_budget_ms=self.validate_options.spec_budget_ms, limits=self.validate_options.limits,
+            cursor=len(request.prefix), notebook=tuple(request.notebook),
         )
         pending = validation.start(self.ip.user_ns, request.candidates, prefix=request.prefix, suffix=request.suffix,
                                    options=options, transform=self.ip.transform_cell)

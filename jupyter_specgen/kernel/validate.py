@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from specgen_backend.protocol import ProtocolError, build
 
-from . import forking
+from . import exercise, forking
 from .messages import Verdict
 from .names import assigned_names
 from .specs import Budget, Limits, describe
@@ -48,6 +48,10 @@ class ValidateOptions:
     max_candidates: int = 16  # children alive at once; later candidates are not validated
     spec_budget_ms: float = 30.0  # to describe the value and the assigned names
     limits: Limits = Limits()
+    # Where the cursor is in the cell (the length of the prefix; -1: unknown) and the notebook's
+    # code cells: with the cursor in a function body, the notebook's calls of it are made.
+    cursor: int = -1
+    notebook: tuple[str, ...] = ()
 
 
 @dataclass
@@ -172,18 +176,35 @@ def _child_main(namespace: dict, cell: str, options: ValidateOptions, transform:
 
 
 def _run(namespace: dict, cell: str, options: ValidateOptions, transform: Any) -> dict:
-    """Execute ``cell`` in ``namespace`` like IPython does; what happened, as Verdict fields."""
+    """Execute ``cell`` in ``namespace`` like IPython does; what happened, as Verdict fields.
+
+    An unfinished statement is closed and run ("incomplete"); with the cursor in a function body
+    the function is then called as the notebook calls it ("defined" when no call is found): see
+    ``exercise.py``.
+    """
     value: Any = None
     has_value = False
     try:
         source = transform(cell) if transform is not None else cell
-        tree = ast.parse(source, filename=_FILENAME)
+        prepared = exercise.prepare(source, filename=_FILENAME, cursor=_cursor_at(cell, options.cursor))
+        tree = prepared.tree
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         exec(compile(tree, _FILENAME, "exec"), namespace)  # noqa: S102 - in the fenced child only
         if last is not None:
             value = eval(compile(ast.Expression(last.value), _FILENAME, "eval"), namespace)  # noqa: S307
             has_value = value is not None
-        report: dict[str, Any] = {"status": "ran"}
+        report: dict[str, Any] = {"status": "incomplete" if prepared.incomplete else "ran"}
+        if prepared.target is not None and not prepared.calls_in_cell:
+            calls = exercise.calls_of(prepared.target, options.notebook, transform=transform)
+            outcome, error, called = exercise.exercise(prepared.target, namespace, calls, filename=_FILENAME)
+            if outcome == "raised" and error is not None:
+                report = {"status": "raised", "error_type": type(error).__name__,
+                          "message": f"{_message(error)} (calling {called})"[:600], "line": _line(error)}
+            elif outcome == "defined":
+                report = {"status": "defined", "message": "defined, not exercised"
+                          + (" (an unfinished statement)" if prepared.incomplete else "")}
+            else:
+                report["message"] = f"exercised: {called}"[:600]
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, GuardExit: report them all
         report = {"status": "raised", "error_type": type(exc).__name__, "message": _message(exc),
                   "line": _line(exc)}
@@ -196,6 +217,14 @@ def _run(namespace: dict, cell: str, options: ValidateOptions, transform: Any) -
             assigned.append(dataclasses.asdict(describe(namespace[name], name, limits=options.limits, budget=budget)))
     report["assigned"] = assigned
     return report
+
+
+def _cursor_at(cell: str, cursor: int) -> tuple[int, int]:
+    """(1-based line, column) of offset ``cursor`` in ``cell``; (0, 0) when unknown."""
+    if cursor < 0 or cursor > len(cell):
+        return (0, 0)
+    head = cell[:cursor]
+    return head.count("\n") + 1, len(head) - (head.rfind("\n") + 1)
 
 
 def _message(exc: BaseException) -> str:
