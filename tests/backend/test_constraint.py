@@ -328,13 +328,13 @@ async def test_constrained_heads_for_every_row_of_a_mixed_batch(backend):
     for id, user, prefix, adapters, n, temperature, constraint in specs:
         body = {"prefix": prefix, "cells": cells, "active": 1}
         extra = {} if constraint is None else {"constraint": {"kind": constraint.kind, "names": constraint.names, "typed": constraint.typed, "required": constraint.required}}
-        await ws.send(frame("generate", id, user=user, context=body, adapters=adapters, n=n, max_tokens=8, temperature=temperature, **extra))
+        await ws.send(frame("generate", id, user=user, context=body, adapters=adapters, n=n, max_tokens=24, temperature=temperature, **extra))
     answers = {}
     while len(answers) < len(specs):
         msg = json.loads(await asyncio.wait_for(ws.recv(), 120))
         if msg["type"] in ("result", "error"):
             answers[msg["reply_to"]] = msg
-    rows = 0
+    rows = complete = 0
     for id, user, prefix, adapters, n, temperature, constraint in specs:
         reply = answers[id]
         assert reply["type"] == "result", reply
@@ -343,9 +343,14 @@ async def test_constrained_heads_for_every_row_of_a_mixed_batch(backend):
             assert {c["adapter"] for c in reply["candidates"]} == set(adapters)
         for candidate in reply["candidates"]:
             if constraint is not None:
-                assert _starts_with_head(candidate["text"], constraint), (id, candidate["text"])
+                text = candidate["text"]
+                whole = _starts_with_head(text, constraint)
+                # Cut by max_tokens while spelling a head: what there is must be on the way to one.
+                partial = candidate["finish_reason"] == "length" and any(h.startswith(constraint.typed + text.lstrip(" ")) for h in constraint.names)
+                assert whole or partial, (id, text)
                 rows += 1
-    assert rows == 12
+                complete += whole
+    assert rows == 12 and complete >= 9
     assert backend._scheduler.peak_rows >= 10  # they really were decoded in the same steps
     free = [c["text"] for c in answers["f"]["candidates"]]
     assert not any(_starts_with_head(t, attribute) for t in free)  # the constraint, not the model, made the heads
