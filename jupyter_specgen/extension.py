@@ -136,6 +136,10 @@ class SpecgenExtension(ExtensionApp):
         True, help="Ground prompts in the live kernel: load the kernel extension into new kernels and ask it for specs."
     ).tag(config=True)
     validate = Bool(True, help="Run each candidate in a fork of the kernel before showing it.").tag(config=True)
+    constrain = Bool(
+        CompletionSettings.constrain,
+        help="Hold the identifier at the cursor to the names the live kernel has (attributes, columns, parameters).",
+    ).tag(config=True)
     specs_budget_ms = Int(CompletionSettings.specs_budget_ms, help="Time the kernel gets to describe its variables.").tag(config=True)
     personalize = Bool(
         PersonalizeSettings.enabled,
@@ -183,6 +187,8 @@ class SpecgenExtension(ExtensionApp):
             temperature=self.temperature,
             specs_budget_ms=self.specs_budget_ms,
             validate=self.validate,
+            kernel_specs=self.kernel_specs,
+            constrain=self.constrain,
             personal=self.personalize,
         )
         kernels = None

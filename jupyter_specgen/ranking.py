@@ -15,6 +15,8 @@ best-ranked copy.
 
 from __future__ import annotations
 
+import io
+import tokenize
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -50,8 +52,22 @@ class Ranked:
 
 
 def normalise(text: str) -> str:
-    """The text with runs of whitespace made one space and the ends stripped: what "duplicate" means."""
-    return " ".join(text.split())
+    """What "duplicate" means: the Python tokens of ``text`` one space apart (so ``f( x )`` and
+    ``f(x)`` are one candidate, and so are texts that differ in trailing blank lines); block
+    structure and string contents are kept. Text the tokenizer cannot read: runs of whitespace
+    made one space."""
+    tokens: list[str] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text.strip()).readline):
+            if tok.type in (tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER):
+                continue
+            tokens.append({tokenize.NEWLINE: "\n", tokenize.INDENT: ">", tokenize.DEDENT: "<"}.get(tok.type, tok.string))
+    except (tokenize.TokenError, SyntaxError):
+        if not tokens:
+            return " ".join(text.split())
+    while tokens and tokens[-1] in ("\n", "<"):
+        tokens.pop()
+    return " ".join(tokens)
 
 
 def judge(verdict: Optional[Verdict]) -> Judgement:
@@ -119,6 +135,8 @@ def summary(reasons: Sequence[str]) -> str:
         return "no suggestion: the model produced no candidate"
     parts = []
     for reason, n in Counter(reasons).most_common():
+        if n != 1 and reason.startswith("was "):
+            reason = "were " + reason[4:]
         parts.append(f"{n} candidate{'s' if n != 1 else ''} {reason}")
     return "no suggestion: " + "; ".join(parts)
 

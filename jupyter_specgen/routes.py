@@ -19,7 +19,7 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .backend_client import BackendError
-from .completions.pipeline import complete
+from .completions.pipeline import accepted_before, complete
 from .protocol import Cancel, Complete, ProtocolError, decode, encode, error_reply
 from .users import specgen_user
 
@@ -92,6 +92,7 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
                 kernels=self.service.kernels,
                 settings=self.service.completion_settings,
                 send=self.send,
+                accepted=accepted_before(self.service.personalize.feedback, self.specgen_user, request.path),
             )
             self.send(done)
         except asyncio.CancelledError:

@@ -1,29 +1,34 @@
 """The path of one completion inside the Jupyter server.
 
-Browser ``complete`` → the kernel's specs of the names in play, rendered into the prompt as
-comments (GIFT4Code style: each dataframe's schema after its defining cell, a spec block above
-the cursor) → backend ``generate``, streamed back as ``chunk`` → each candidate run in a fork of
-the kernel → ``done`` with the items ranked (runs cleanly > non-empty result > likelihood).
+Browser ``complete`` → ``progress(specs)``: the kernel's specs of the names in play and the names
+that can follow at the cursor, asked at once (``context``) → ``progress(generating)``: backend
+``generate`` with the prompt grounded in the specs and the decoder held to the cursor's names
+(``Constraint``); raw ``chunk``s only when the request asked to ``stream`` → each candidate run in
+a fork of the kernel as soon as it is complete (``validation``), ``progress(validating)`` and a
+``shown`` for each one that held up, as soon as it did → ``done`` with every shown item ranked
+(``ranking``), or none and a ``summary`` of why.
 
-A kernel that is busy, slow or absent costs the specs or the validation, never the suggestion:
-those stages have budgets and degrade to "no specs" and "not validated".
+Only what holds up reaches the browser: candidates that raised, timed out or crashed are never
+sent. With validation off, or nothing to run them in (no kernel, no sandbox), candidates are
+shown "not_validated" with the reason.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-from specgen_backend.protocol import Cell, CompletionContext
+from typing import Any, Optional, Union
 
 from ..backend_client import BackendClient
 from ..kernel_client import KernelLinks
-from ..prompt_specs import schema_after_cells, spec_block
-from ..protocol import Chunk, Complete, Done, Item
-from ..ranking import rank
+from ..protocol import Chunk, Complete, Done, Item, Progress
+from ..ranking import rank, summary
+from .context import ground
+from .validation import Validation
 
-__all__ = ["CompletionSettings", "complete"]
+__all__ = ["CompletionSettings", "complete", "accepted_before"]
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,12 @@ class CompletionSettings:
     candidates: int = 3  # samples per request; validation picks among them
     max_tokens: int = 48  # new tokens per candidate
     temperature: float = 0.4  # 0: greedy (then all candidates are the same)
-    specs_budget_ms: int = 50  # time the kernel gets to describe its variables
+    specs_budget_ms: int = 50  # time the kernel gets to describe its variables (and the cursor)
+    kernel_specs: bool = True  # ground the prompt in the kernel's specs
     validate: bool = True  # run candidates in a fork of the kernel before showing them
     validate_timeout_ms: int = 2000  # wall-clock limit of each forked run
     personal: bool = True  # sample with the user's published adapters (across their variants)
+    constrain: bool = True  # hold the identifier at the cursor to the names the live kernel has
 
 
 async def complete(
@@ -46,59 +53,102 @@ async def complete(
     client: BackendClient,
     kernels: Optional[KernelLinks],
     settings: CompletionSettings,
-    send: Callable[[Chunk], None],
+    send: Callable[[Any], None],
+    accepted: Union[Collection[str], Callable[[], Collection[str]]] = (),
 ) -> Done:
-    """Serve one ``complete``; raises ``BackendError`` when the backend cannot."""
+    """Serve one ``complete``: send its ``progress``/``shown``/``chunk`` frames with ``send`` and
+    return the ``done``. ``accepted``: texts the user accepted before in this notebook (ranking
+    ties). Raises ``BackendError`` when the backend cannot serve."""
     kernel_id = request.kernel_id if kernels is not None else None
-    context = await _grounded_context(request, kernels, kernel_id, settings)
+    if kernel_id:
+        send(Progress(reply_to=request.id, stage="specs"))
+    grounding = await ground(request, kernels, kernel_id, kernel_specs=settings.kernel_specs,
+                             constrain=settings.constrain, budget_ms=settings.specs_budget_ms)
+
+    run, why_not = _runner(request, kernels, kernel_id, settings)
+    validation = Validation(request_id=request.id, prefix=request.prefix, suffix=request.suffix, run=run,
+                            not_run_reason=why_not, send=send)
 
     def on_token(candidate: int, text: str) -> None:
-        send(Chunk(reply_to=request.id, candidate=candidate, text=text))
+        if request.stream:
+            send(Chunk(reply_to=request.id, candidate=candidate, text=text))
 
-    result = await client.generate(
-        user=user,
-        context=context,
-        n=settings.candidates,
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        on_token=on_token,
-        personal=settings.personal,
-    )
-    candidates = [c for c in result.candidates if c.text.strip()]
-    texts = [c.text for c in candidates]
-    verdicts: list = [None] * len(texts)
-    if texts and kernel_id and settings.validate:
-        verdicts = await kernels.validate(  # type: ignore[union-attr]
-            kernel_id, texts, prefix=request.prefix, suffix=request.suffix, timeout_ms=settings.validate_timeout_ms
-        )
-    ranked = rank(texts, verdicts, [c.logprob for c in candidates])
-    items = [Item(text=r.text, verdict=r.item_verdict, detail=r.detail, score=r.logprob, adapter=candidates[r.index].adapter or "")
+    extra: dict[str, Any] = {}
+    offered = _keywords(client.generate)
+    if "on_candidate" in offered:
+        extra["on_candidate"] = validation.submit
+    if grounding.constraint is not None and "constraint" in offered:
+        extra["constraint"] = grounding.constraint
+    send(Progress(reply_to=request.id, stage="generating", total=settings.candidates))
+    try:
+        result = await client.generate(
+            user=user, context=grounding.context, n=settings.candidates, max_tokens=settings.max_tokens,
+            temperature=settings.temperature, on_token=on_token, personal=settings.personal, **extra,
+        )  # fmt: skip
+        for index, candidate in enumerate(result.candidates):
+            validation.submit(index, candidate)  # those ``on_candidate`` already had are skipped
+        entries = await validation.finish()
+    finally:
+        validation.cancel()
+
+    shown = [e for e in entries if e.shown]
+    ranked = rank([e.text for e in shown], [e.verdict for e in shown], [e.logprob for e in shown], accepted=accepted)
+    items = [Item(text=r.text, verdict=r.item_verdict, detail=r.detail, score=r.logprob, adapter=shown[r.index].adapter)
              for r in ranked]
-    return Done(reply_to=request.id, items=items, model=result.model)
+    reasons = list(validation.rejected)
+    for entry in entries:
+        if not entry.shown:
+            reasons += [entry.reason] * len(entry.indices)
+    return Done(reply_to=request.id, items=items, model=result.model,
+                summary="" if items else summary(reasons), rejected=len(reasons))
 
 
-async def _grounded_context(
-    request: Complete, kernels: Optional[KernelLinks], kernel_id: Optional[str], settings: CompletionSettings
-) -> CompletionContext:
-    """The completion context with the kernel's specs rendered in, when the kernel answers."""
-    cells = list(request.cells)
-    plain = CompletionContext(prefix=request.prefix, suffix=request.suffix, cells=cells, active=request.active)
-    if kernels is None or not kernel_id:
-        return plain
-    before = [c.source for c in cells[: max(request.active, 0)] if c.cell_type == "code"]
-    code = "\n".join([*before, request.prefix + request.suffix])
-    reply = await kernels.get_specs(kernel_id, code=code, budget_ms=settings.specs_budget_ms)
-    if reply is None or not reply.specs:
-        return plain
-    schemas = schema_after_cells([c.source for c in cells], reply.specs, active=request.active)
-    grounded = [
-        Cell(cell_type=c.cell_type, source=c.source.rstrip("\n") + "\n" + schemas[i]) if i in schemas else c
-        for i, c in enumerate(cells)
-    ]
-    return CompletionContext(
-        prefix=request.prefix,
-        suffix=request.suffix,
-        cells=grounded,
-        active=request.active,
-        preamble=spec_block(reply.specs),
-    )
+def _runner(request: Complete, kernels: Optional[KernelLinks], kernel_id: Optional[str],
+            settings: CompletionSettings):
+    """What validates a group of candidate texts, or None and why nothing will."""
+    if not settings.validate:
+        return None, "not validated: validation is off (SpecgenExtension.validate)"
+    if kernels is None:
+        return None, "not validated: the kernel extension is off (SpecgenExtension.kernel_specs)"
+    if not kernel_id:
+        return None, "not validated: no kernel"
+
+    extra: dict[str, Any] = {}
+    if "notebook" in _keywords(kernels.validate):
+        # The kernel calls a function whose body is being completed with the notebook's own calls of it.
+        extra["notebook"] = [c.source for c in request.cells if c.cell_type == "code"]
+
+    async def run(texts: list[str]):
+        return await kernels.validate(kernel_id, texts, prefix=request.prefix, suffix=request.suffix,
+                                      timeout_ms=settings.validate_timeout_ms, **extra)
+
+    return run, ""
+
+
+def accepted_before(feedback: Any, user: str, notebook: str) -> Callable[[], list[str]]:
+    """Reads the suggestions ``user`` accepted before in ``notebook`` from the feedback store,
+    when called (ranking calls it only to break a tie)."""
+
+    def read() -> list[str]:
+        try:
+            return [r.suggestion for r in feedback.records(user, accepted=True, limit=2000) if r.notebook == notebook]
+        except Exception:  # noqa: BLE001 - a tie-break is not worth failing a completion for
+            log.warning("reading accepted suggestions failed", exc_info=True)
+            return []
+
+    return read
+
+
+_KEYWORDS: dict[Any, frozenset[str]] = {}
+
+
+def _keywords(method: Any) -> frozenset[str]:
+    """The keywords a bound method takes, looked up once per function: the backend client and the
+    kernel links grow some in issue 17 (``on_candidate``, ``notebook``) that other engineers add."""
+    func = getattr(method, "__func__", method)
+    if func not in _KEYWORDS:
+        try:
+            _KEYWORDS[func] = frozenset(inspect.signature(method).parameters)
+        except (TypeError, ValueError):
+            _KEYWORDS[func] = frozenset()
+    return _KEYWORDS[func]

@@ -64,10 +64,11 @@ def test_ties_go_to_the_shorter_then_to_what_was_accepted_before():
 
 
 def test_duplicates_after_normalising_whitespace_keep_their_best_copy():
-    """Texts equal up to whitespace appear once, as their best-ranked copy; mismatched inputs are refused."""
+    """Texts equal up to whitespace between tokens appear once, as their best-ranked copy; mismatched inputs are refused."""
     ranked = rank(["x +  1\n", "x + 1", " x +\t1", "y"], [None, ran(1), None, None], [0.0, -1.0, 0.5, -2.0])
     assert [r.index for r in ranked] == [1, 3]
-    assert normalise(" a \n\t b ") == "a b"
+    assert normalise("f( x ,y )\n\n") == normalise("f(x, y)") != normalise("f(x, 'y ')")
+    assert normalise("if a:\n    b\nc") != normalise("if a:\n    b\n    c"), "block structure is kept"
     with pytest.raises(ValueError, match="one verdict and one logprob per text"):
         rank(["x"], [], [0.0])
 

@@ -1,0 +1,118 @@
+"""What the live kernel knows, for one completion: specs for the prompt, names for the decoder.
+
+Two questions go to the kernel at once (``asyncio.gather``), each within its own time budget:
+the specs of the names in play (rendered into the prompt GIFT4Code style: each dataframe's
+schema after its defining cell, a spec block above the cursor) and the names that can follow at
+the cursor (attributes after ``expr.``, column labels after ``df[``, parameter names inside a
+call, the namespace at the start of an expression), which become the backend's ``Constraint``.
+
+A kernel that is busy, slow or absent costs the specs or the constraint, never the suggestion.
+Work the kernel link is doing when a budget runs out goes on (it is shielded), so the next
+keystroke finds the link made and the specs cached (``KernelLink`` caches them per name until a
+cell runs: a keystroke that refers to the same names does not ask the kernel again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from specgen_backend import protocol as backend_protocol
+from specgen_backend.protocol import Cell, CompletionContext
+
+from ..kernel_client import KernelLinks
+from ..prompt_specs import schema_after_cells, spec_block
+from ..protocol import Complete
+
+__all__ = ["Grounding", "ground", "constraint_from_cursor", "HAS_CONSTRAINT"]
+
+log = logging.getLogger(__name__)
+
+# The backend's ``Constraint`` (issue 17); absent from older backends' protocol modules.
+_Constraint = getattr(backend_protocol, "Constraint", None)
+HAS_CONSTRAINT = _Constraint is not None
+
+# Beyond its budget, a kernel question gets this much more for the round trip.
+_SLACK_S = 0.3
+
+
+@dataclass(frozen=True)
+class Grounding:
+    context: CompletionContext
+    constraint: Any = None  # specgen_backend.protocol.Constraint, or None: decode freely
+    specs: int = 0  # how many specs went into the prompt
+    cursor: Any = None  # the kernel's cursor reply, as it came
+
+
+async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: Optional[str], *,
+                 kernel_specs: bool, constrain: bool, budget_ms: int) -> Grounding:
+    """The context with the kernel's specs rendered in, and the constraint at the cursor."""
+    cells = list(request.cells)
+    plain = CompletionContext(prefix=request.prefix, suffix=request.suffix, cells=cells, active=request.active)
+    if kernels is None or not kernel_id:
+        return Grounding(context=plain)
+    before = [c.source for c in cells[: max(request.active, 0)] if c.cell_type == "code"]
+    code = "\n".join([*before, request.prefix + request.suffix])
+    timeout = budget_ms / 1000 + _SLACK_S
+
+    async def specs():
+        if not kernel_specs:
+            return None
+        return await _bounded(kernels.get_specs(kernel_id, code=code, budget_ms=budget_ms), timeout)
+
+    async def cursor():
+        if not (constrain and HAS_CONSTRAINT):
+            return None
+        ask = getattr(kernels, "cursor", None)  # the kernel side of issue 17
+        if ask is None:
+            return None
+        notebook = [c.source for c in cells if c.cell_type == "code"]
+        return await _bounded(_ask_cursor(ask, kernel_id, request, notebook, budget_ms), timeout)
+
+    reply, at_cursor = await asyncio.gather(specs(), cursor())
+    constraint = constraint_from_cursor(at_cursor) if at_cursor is not None else None
+    if reply is None or not reply.specs:
+        return Grounding(context=plain, constraint=constraint, cursor=at_cursor)
+    schemas = schema_after_cells([c.source for c in cells], reply.specs, active=request.active)
+    grounded = [
+        Cell(cell_type=c.cell_type, source=c.source.rstrip("\n") + "\n" + schemas[i]) if i in schemas else c
+        for i, c in enumerate(cells)
+    ]
+    context = CompletionContext(prefix=request.prefix, suffix=request.suffix, cells=grounded, active=request.active,
+                                preamble=spec_block(reply.specs))
+    return Grounding(context=context, constraint=constraint, specs=len(reply.specs), cursor=at_cursor)
+
+
+def constraint_from_cursor(reply: Any) -> Any:
+    """The backend ``Constraint`` for the kernel's answer about the cursor; None when there is
+    nothing to hold the decoder to (no names, or the cursor is not at an identifier)."""
+    if reply is None or _Constraint is None:
+        return None
+    if not reply.names or reply.kind not in ("attribute", "column", "parameter", "name"):
+        return None  # kind "": the kernel found nothing to hold the cursor to (``reply.note`` says why)
+    return _Constraint(kind=reply.kind, names=list(reply.names), typed=reply.typed, required=reply.required)
+
+
+async def _ask_cursor(ask, kernel_id: str, request: Complete, notebook: list[str], budget_ms: int):
+    return await ask(kernel_id, request.prefix, request.suffix, notebook=notebook, budget_ms=budget_ms)
+
+
+async def _bounded(awaitable, timeout_s: float):
+    """``awaitable``'s result, or None after ``timeout_s`` (the work itself goes on, shielded)."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except asyncio.TimeoutError:
+        task.add_done_callback(_quiet)
+        log.debug("the kernel did not answer within %.0f ms", timeout_s * 1000)
+        return None
+    except Exception:  # noqa: BLE001 - the kernel costs the grounding, never the suggestion
+        log.warning("asking the kernel failed", exc_info=True)
+        return None
+
+
+def _quiet(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("late kernel answer failed", exc_info=task.exception())

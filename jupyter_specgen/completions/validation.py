@@ -1,0 +1,206 @@
+"""Validate candidates as they finish, and show each one that holds up as soon as it does.
+
+The backend says when each candidate is complete (``on_candidate``); ``Validation.submit`` takes
+it then, drops what adds no code (empty, only a comment), merges duplicates (equal after
+normalising whitespace) and sends it to the kernel to run in a fork. Candidates submitted in the
+same turn of the event loop go in one ``validate`` request (the kernel forks them from one
+snapshot); later ones get a request of their own, so the first one to finish is not held up by
+the slowest. Each verdict that holds up is sent to the browser at once as ``shown``, with a
+``progress`` frame counting verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codeop
+import io
+import logging
+import tokenize
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+from specgen_backend.protocol import Candidate
+
+from ..kernel.messages import Verdict
+from ..protocol import Item, Progress, Shown
+from ..ranking import judge, normalise
+
+__all__ = ["Validation", "Entry", "adds_code", "unfinished"]
+
+log = logging.getLogger(__name__)
+
+# The kernel extension says "incomplete" itself (it runs the finished part); a kernel running an
+# older extension reports the SyntaxError of an unfinished statement, read as "incomplete" here.
+_UNFINISHED_ERRORS = ("SyntaxError", "IndentationError")
+
+
+@dataclass
+class Entry:
+    """One distinct candidate text and what became of it."""
+
+    text: str
+    indices: list[int]  # the candidates (by backend index) with this text
+    logprob: float
+    adapter: str
+    verdict: Optional[Verdict] = None  # None until known (or never run)
+    reason: str = ""  # not shown: why ("raised NameError: ..."); shown: ""
+    shown: bool = False
+    done: bool = False
+
+
+def adds_code(prefix: str, candidate: str) -> str:
+    """"" when ``candidate`` adds code after ``prefix``; else why not ("was empty", "was only a
+    comment"). A candidate that only continues a comment the prefix ends in adds no code."""
+    if not candidate.strip():
+        return "was empty"
+    source = prefix + candidate
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    boundary = len(prefix)
+    comment = False
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            end = starts[min(tok.end[0] - 1, len(starts) - 1)] + tok.end[1]
+            if end <= boundary:
+                continue
+            if tok.type == tokenize.COMMENT:
+                comment = True
+            elif tok.type in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+                continue
+            elif tok.type == tokenize.ERRORTOKEN and not tok.string.strip():
+                continue
+            else:
+                return ""
+    except (tokenize.TokenError, SyntaxError):
+        pass  # read as far as it goes: code at the cursor is often unfinished
+    return "was only a comment" if comment else "was empty"
+
+
+def unfinished(cell: str) -> bool:
+    """Whether ``cell`` is an unfinished statement in the sense of ``codeop`` (an open block or
+    bracket that more lines would close), as opposed to one that is wrong."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return codeop.compile_command(cell, "<candidate>", "exec") is None
+    except (SyntaxError, ValueError, OverflowError):
+        return False
+
+
+class Validation:
+    """The candidates of one request, validated as they come. Use ``submit`` then ``finish``."""
+
+    def __init__(
+        self,
+        *,
+        request_id: int,
+        prefix: str,
+        suffix: str,
+        run: Optional[Callable[[list[str]], Any]],
+        not_run_reason: str,
+        send: Callable[[Any], None],
+    ):
+        """``run(texts)``: awaitable verdicts of ``texts`` in a fork of the kernel, in order; None:
+        nothing is run and every candidate is shown "not_validated" with ``not_run_reason``."""
+        self._id = request_id
+        self._prefix = prefix
+        self._suffix = suffix
+        self._run = run
+        self._why_not = not_run_reason
+        self._send = send
+        self.entries: dict[str, Entry] = {}  # normalised text → entry, in order of arrival
+        self.rejected: list[str] = []  # one reason per candidate not shown (before validation)
+        self._seen: set[int] = set()
+        self._queue: list[Entry] = []
+        self._tasks: list[asyncio.Task] = []
+        self._done = 0
+
+    def submit(self, index: int, candidate: Candidate) -> None:
+        """Candidate ``index`` is complete (from ``on_candidate``, or from the final result: a
+        second submit of the same index is ignored)."""
+        if index in self._seen:
+            return
+        self._seen.add(index)
+        why = adds_code(self._prefix, candidate.text)
+        if why:
+            self.rejected.append(why)
+            return
+        key = normalise(candidate.text)
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.indices.append(index)
+            if candidate.logprob > entry.logprob:  # keep the likelier copy's text and score
+                entry.text, entry.logprob, entry.adapter = candidate.text, candidate.logprob, candidate.adapter or ""
+            return
+        entry = self.entries[key] = Entry(text=candidate.text, indices=[index], logprob=candidate.logprob,
+                                          adapter=candidate.adapter or "")
+        if self._run is None:
+            self._settle(entry, Verdict(index=index, status="not_validated", message=self._why_not))
+            return
+        if not self._queue:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queue.append(entry)
+
+    async def finish(self) -> list[Entry]:
+        """Wait for every verdict; the entries in order of arrival."""
+        self._flush()
+        try:
+            while self._tasks:
+                tasks, self._tasks = self._tasks, []
+                await asyncio.gather(*tasks)
+        finally:
+            self.cancel()
+        return list(self.entries.values())
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    @property
+    def total(self) -> int:
+        return len(self.entries)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._progress()
+        self._tasks.append(asyncio.ensure_future(self._validate(batch)))
+
+    async def _validate(self, batch: list[Entry]) -> None:
+        try:
+            verdicts = await self._run([e.text for e in batch])  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed validation costs the proof, not the request
+            log.warning("validating %d candidates failed", len(batch), exc_info=True)
+            verdicts = [Verdict(index=i, status="not_validated", message=f"not validated: {exc}") for i in range(len(batch))]
+        for entry, verdict in zip(batch, verdicts):
+            self._settle(entry, verdict)
+
+    def _settle(self, entry: Entry, verdict: Verdict) -> None:
+        if verdict.status == "raised" and verdict.error_type in _UNFINISHED_ERRORS \
+                and unfinished(self._prefix + entry.text + self._suffix):
+            verdict = replace(verdict, status="incomplete", error_type="",  # type: ignore[arg-type]
+                              message="incomplete: an unfinished statement")
+        entry.verdict = verdict
+        entry.done = True
+        judged = judge(verdict)
+        self._done += 1
+        if judged.shown:
+            entry.shown = True
+            self._send(Shown(reply_to=self._id, item=Item(text=entry.text, verdict=judged.verdict or "not_validated",
+                                                          detail=judged.detail, score=entry.logprob,
+                                                          adapter=entry.adapter)))
+        else:
+            entry.reason = judged.detail
+        if self._run is not None:
+            self._progress()
+
+    def _progress(self) -> None:
+        self._send(Progress(reply_to=self._id, stage="validating", done=self._done, total=self.total))

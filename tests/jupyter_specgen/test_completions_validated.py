@@ -1,0 +1,224 @@
+"""Only what holds up reaches the browser: a real Jupyter server, a real kernel started through its
+REST API (so the kernel extension is loaded), real forked validation, the real browser websocket.
+
+The model's candidates are made deterministic by a scripted backend client (the one seam: it
+answers ``generate`` with given texts, one ``on_candidate`` at a time, as the backend does when
+each row ends); everything after it is the real path. The constraint tests at the end run the
+real backend with the tiny model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Optional
+
+import pytest
+from jupyter_client.asynchronous import AsyncKernelClient
+from specgen_backend.protocol import Candidate, Result
+
+from jupyter_specgen.backend_client import BackendState
+from jupyter_specgen.protocol import PROTOCOL_VERSION
+
+# Column labels that appear nowhere in the notebook's code: only the live frame knows them.
+SETUP = ("import pandas as pd\n"
+         "sales = pd.DataFrame({'qz' + 'units': [3, 4], 'qz' + 'price': [1.5, 2.0]})")
+
+
+@pytest.fixture
+def specgen_config():
+    """Extra SpecgenExtension settings; tests parametrize it to switch one part off."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(tiny_model, specgen_config):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_specgen": True}},
+        "SpecgenExtension": {"model": tiny_model, "max_tokens": 16, "candidates": 3, "temperature": 1.0,
+                             # The shared test machine is slow: give the kernel room to answer.
+                             "specs_budget_ms": 3000, **specgen_config},
+    }
+
+
+class ScriptedBackend:
+    """Answers ``generate`` with the given texts, candidate by candidate (``gap_s`` apart)."""
+
+    def __init__(self, texts: list[str], *, gap_s: float = 0.0):
+        self.texts = texts
+        self.gap_s = gap_s
+        self.calls: list[dict] = []
+        self.state = BackendState(state="ready", model="scripted", device="cpu")
+
+    def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def set_state(self, state) -> None:
+        pass
+
+    async def generate(self, *, user, context, n, max_tokens, temperature, on_token, adapters=(), personal=False,
+                       constraint=None, on_candidate=None) -> Result:
+        self.calls.append({"context": context, "constraint": constraint, "n": n})
+        candidates = []
+        for i, text in enumerate(self.texts):
+            on_token(i, text)
+            candidate = Candidate(text=text, logprob=-float(i), finish_reason="stop")
+            candidates.append(candidate)
+            if on_candidate is not None:
+                on_candidate(i, candidate)
+            await asyncio.sleep(self.gap_s)
+        return Result(reply_to="scripted", candidates=candidates, model="scripted")
+
+
+def _script(jp_serverapp, texts, **kw) -> ScriptedBackend:
+    """Put the scripted backend in place of the real one (before any tab starts the real one)."""
+    service = jp_serverapp.web_app.settings["specgen"]
+    service.process = None
+    service.client = ScriptedBackend(texts, **kw)
+    return service.client
+
+
+async def _kernel(jp_fetch, jp_serverapp, code: str = SETUP) -> str:
+    reply = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(reply.body)["id"]
+    km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    client = AsyncKernelClient()
+    client.load_connection_info(km.get_connection_info(session=False))
+    client.start_channels()
+    try:
+        for attempt in range(6):
+            try:  # a kernel still importing on a loaded machine misses heartbeats and reads as dead
+                await client.wait_for_ready(timeout=60)
+                break
+            except RuntimeError:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(2)
+        reply = await client.execute_interactive(code, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+    return kernel_id
+
+
+async def _open(jp_ws_fetch):
+    ws = await jp_ws_fetch("specgen", "ws")
+    while json.loads(await asyncio.wait_for(ws.read_message(), 120))["state"] != "ready":
+        pass
+    return ws
+
+
+def _complete(id: int, kernel_id: Optional[str], prefix: str, *, stream: bool = False, cells=None) -> str:
+    return json.dumps({
+        "type": "complete", "version": PROTOCOL_VERSION, "id": id, "path": "a.ipynb", "cell_id": "c",
+        "prefix": prefix, "suffix": "", "cells": cells or [{"cell_type": "code", "source": prefix}], "active": 0,
+        "kernel_id": kernel_id, "stream": stream,
+    })  # fmt: skip
+
+
+async def _frames(ws, id: int) -> list[dict]:
+    frames = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.read_message(), 120))
+        if frame.get("reply_to") == id:
+            frames.append(frame)
+            if frame["type"] in ("done", "error"):
+                return frames
+
+
+async def test_only_candidates_that_run_reach_the_browser_best_first(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Of five candidates where three raise, only the two that ran are sent (shown and done), ranked."""
+    texts = ["sales['qzunits'].sum()", "s.sum()", "sales['nope']", "sales.qzprice.mean()", "undefined_name + 1"]
+    _script(jp_serverapp, texts)
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = "))
+    frames = await _frames(ws, 1)
+    done = frames[-1]
+    assert done["type"] == "done", done
+    assert [i["text"] for i in done["items"]] == [texts[0], texts[3]], done
+    assert {i["verdict"] for i in done["items"]} == {"ran"}
+    assert done["rejected"] == 3 and done["summary"] == ""
+    shown = [f["item"]["text"] for f in frames if f["type"] == "shown"]
+    assert sorted(shown) == sorted([texts[0], texts[3]])
+    sent = json.dumps(frames)
+    for bad in (texts[1], texts[2], texts[4]):
+        assert json.dumps(bad)[1:-1] not in sent, f"{bad!r} raised and must never reach the browser"
+    assert not [f for f in frames if f["type"] == "chunk"], "no raw text unless the request asks to stream"
+    ws.close()
+
+
+async def test_when_all_raise_nothing_is_shown_and_the_summary_says_why(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Three candidates that all raise the same NameError: no item, a summary grouping them in words."""
+    _script(jp_serverapp, ["s.sum()", "s.mean()", "s + 1"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = "))
+    frames = await _frames(ws, 1)
+    done = frames[-1]
+    assert done["items"] == [] and done["rejected"] == 3
+    assert done["summary"] == "no suggestion: 3 candidates raised NameError: name 's' is not defined"
+    assert not [f for f in frames if f["type"] == "shown"]
+    ws.close()
+
+
+async def test_an_unfinished_for_header_is_shown_as_incomplete(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """A `for` header the user will go on to fill is an unfinished statement, not an error: shown as incomplete."""
+    _script(jp_serverapp, ["for row in sales.itertuples():\n"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, ""))
+    done = (await _frames(ws, 1))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("for row in sales.itertuples():\n", "incomplete")], done
+    ws.close()
+
+
+async def test_comments_and_blank_candidates_are_not_suggestions(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """A candidate that adds only a comment or whitespace is not shown as "ran"; the summary says so."""
+    _script(jp_serverapp, ["\n# total of the units", "   \n", "# compute"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "x = 1\n"))
+    done = (await _frames(ws, 1))[-1]
+    assert done["items"] == []
+    assert done["summary"] == "no suggestion: 2 candidates were only a comment; 1 candidate was empty", done
+    ws.close()
+
+
+async def test_shown_frames_come_before_done_and_chunks_only_when_streaming(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Each candidate that held up is sent as `shown` as soon as it is validated, before `done`;
+    raw `chunk`s come only with stream=true, and duplicates are merged."""
+    texts = ["sales.qzunits.sum()", "sales.qzunits.sum( )", "sales.qzprice.max()"]
+    _script(jp_serverapp, texts, gap_s=0.3)
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "top = ", stream=True))
+    frames = await _frames(ws, 1)
+    kinds = [f["type"] for f in frames]
+    assert kinds[-1] == "done" and kinds.count("shown") == 2, kinds
+    assert kinds[0] == "progress" and frames[0]["stage"] == "specs"
+    assert "generating" in [f.get("stage") for f in frames]
+    assert kinds.index("shown") < len(kinds) - 1
+    chunks = "".join(f["text"] for f in frames if f["type"] == "chunk")
+    assert texts[0] in chunks, "stream=true sends the raw text"
+    validating = [f for f in frames if f.get("stage") == "validating"]
+    assert validating[-1]["done"] == validating[-1]["total"] == 2, validating
+    assert [i["text"] for i in frames[-1]["items"]] == [texts[0], texts[2]]
+    ws.close()
+
+
+@pytest.mark.parametrize("specgen_config", [{"validate": False}])
+async def test_with_validation_off_candidates_are_shown_not_validated_with_the_reason(
+        jp_fetch, jp_ws_fetch, jp_serverapp, specgen_config):
+    """validate=False alone: nothing is run, every candidate is shown as not_validated, saying why."""
+    _script(jp_serverapp, ["s.sum()", "sales.qzunits.sum()"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = "))
+    done = (await _frames(ws, 1))[-1]
+    assert [i["verdict"] for i in done["items"]] == ["not_validated", "not_validated"]
+    assert all("validation is off" in i["detail"] for i in done["items"]), done["items"]
+    ws.close()
