@@ -104,6 +104,8 @@ class Pending:
     site: Site
     names: list[str]  # kind "name" heads, merged into a parameter answer
     max_names: int
+    cache: Optional[dict] = None
+    key: Any = None
 
 
 def locate(before: str, after: str = "") -> Site:
@@ -502,11 +504,28 @@ class _Undefined(Exception):
     """The expression's root name is not defined in the kernel."""
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """The heads of a value whatever is typed (cached per execution count; filtered per keystroke)."""
+
+    kind: CursorKind
+    names: list[str] = field(default_factory=list)
+    required: bool = True
+    soft: bool = False  # required only once something is typed of the head (dict keys, Series labels)
+    note: str = ""
+
+
 def start(
     namespace: Mapping[str, Any], before: str, after: str = "", *, notebook: Sequence[str] = (),
     hidden: Container[str] = (), budget_ms: float = 60, max_names: int = 4000, may_fork: bool = True,
+    cache: Optional[dict] = None,
 ) -> Union[Answer, Pending]:
-    """The heads at the cursor, or a fork computing them (``finish`` it) when user code could run."""
+    """The heads at the cursor, or a fork computing them (``finish`` it) when user code could run.
+
+    ``cache``: a dict the caller clears whenever a cell runs; the heads of an expression are kept
+    there, so the next keystrokes on the same expression (``sales.groupby('region').a``, ``.ag``)
+    neither fork nor look it up again.
+    """
     began = time.monotonic()
     deadline = began + max(0.0, budget_ms) / 1000
     site = locate(before, after)
@@ -526,9 +545,14 @@ def start(
         return Answer(note=f"{root!r} is not defined in the kernel")
     extra = (_name_heads(namespace, before, after, notebook, hidden, site.typed, max_names)
              if site.kind == "parameter" else [])
+    key = (site.kind, ast.dump(node), site.accessor, max_names)
+    if cache is not None and key in cache:
+        return _final(cache[key], site, extra, max_names)
     try:
-        value = _lookup(node, namespace)
-        return _limit(_heads(site, value, extra, max_names), max_names)
+        raw = _raw(site, _lookup(node, namespace), max_names)
+        if cache is not None:
+            cache[key] = raw
+        return _final(raw, site, extra, max_names)
     except _Unsafe:
         pass
     except _Undefined as exc:
@@ -547,7 +571,8 @@ def start(
     if left < 0.005:
         return Answer(note="not evaluated: out of time")
     child = forking.spawn(_child_main(node, namespace, site, left, max_names))
-    return Pending(child=child, deadline=deadline, site=site, names=extra, max_names=max_names)
+    return Pending(child=child, deadline=deadline, site=site, names=extra, max_names=max_names, cache=cache,
+                   key=key)
 
 
 def finish(pending: Pending) -> Answer:
@@ -562,14 +587,18 @@ def finish(pending: Pending) -> Answer:
         report = None
     if not isinstance(report, dict):
         why = "still running at the deadline" if outcome.killed else "the fork ended without a report"
-        return Answer(note=f"evaluating {site.expr.strip()} in a fork: {why}")
-    if report.get("error"):
-        return Answer(note=f"evaluating {site.expr.strip()} in a fork raised {report['error']}")
-    answer = Answer(kind=report.get("kind", ""), names=[n for n in report.get("names", []) if isinstance(n, str)],
-                    typed=site.typed, required=bool(report.get("required", True)), note=str(report.get("note", "")))
-    if answer.kind == "parameter":
-        answer = dataclasses.replace(answer, names=answer.names + [n for n in pending.names if n not in answer.names])
-    return _limit(answer, pending.max_names)
+        raw = _Raw("", note=f"evaluating {site.expr.strip()} in a fork: {why}")
+    elif report.get("error"):
+        raw = _Raw("", note=f"evaluating {site.expr.strip()} in a fork raised {report['error']}")
+    else:
+        kind = report.get("kind", "")
+        raw = _Raw(kind if kind in ("attribute", "column", "parameter") else "",
+                   names=[n for n in report.get("names", []) if isinstance(n, str)],
+                   required=bool(report.get("required", True)), soft=bool(report.get("soft", False)),
+                   note=str(report.get("note", "")) or "evaluated in a fork")
+    if pending.cache is not None:
+        pending.cache[pending.key] = raw  # a failure too: the next keystroke does not fork again for it
+    return _final(raw, site, pending.names, pending.max_names)
 
 
 def names_at(namespace: Mapping[str, Any], before: str, after: str = "", **options: Any) -> Answer:
@@ -586,9 +615,9 @@ def _child_main(node: ast.expr, namespace: Mapping[str, Any], site: Site, timeou
         try:
             scope = namespace if isinstance(namespace, dict) else dict(namespace)
             value = eval(compile(ast.Expression(node), "<cursor>", "eval"), scope)  # noqa: S307 - fenced child
-            answer = _heads(site, value, [], max_names, in_fork=True)
-            report = {"kind": answer.kind, "names": answer.names, "required": answer.required,
-                      "note": answer.note or "evaluated in a fork"}
+            raw = _raw(site, value, max_names, in_fork=True)
+            report = {"kind": raw.kind, "names": raw.names, "required": raw.required, "soft": raw.soft,
+                      "note": raw.note or "evaluated in a fork"}
         except BaseException as exc:  # noqa: BLE001 - report whatever happened
             report = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         data = json.dumps(report, default=str).encode("utf-8", "replace")
@@ -597,6 +626,21 @@ def _child_main(node: ast.expr, namespace: Mapping[str, Any], site: Site, timeou
             view = view[os.write(fd, view):]
 
     return main
+
+
+def _final(raw: _Raw, site: Site, extra: list[str], max_names: int) -> Answer:
+    """The answer for what is typed now (and, for a call, the keywords already given)."""
+    if not raw.kind:
+        return Answer(note=raw.note)
+    names = [n for n in raw.names if n.startswith(site.typed)]
+    required = raw.required or (raw.soft and bool(site.typed))
+    if raw.kind == "parameter":
+        # A positional argument may come instead of a keyword: the names at an expression's start too.
+        names = [n for n in names if n[:-1] not in site.given]
+        names += [n for n in extra if n not in names]
+        required = False
+    return _limit(Answer(raw.kind, list(dict.fromkeys(names)), typed=site.typed, required=required,
+                         note=raw.note), max_names)
 
 
 def _root(node: ast.expr) -> Optional[str]:
@@ -684,13 +728,13 @@ def _signature_safe(value: Any) -> bool:
     return _plain_class(value) or _trusted(type(value))
 
 
-def _heads(site: Site, value: Any, extra: list[str], max_names: int, *, in_fork: bool = False) -> Answer:
+def _raw(site: Site, value: Any, max_names: int, *, in_fork: bool = False) -> _Raw:
     """The heads of ``value`` for ``site``; raises ``_Unsafe`` when that could run user code here
     (``in_fork``: it may, this is the fenced child)."""
     if site.kind == "attribute":
         if not in_fork and not _dir_safe(value):
             raise _Unsafe
-        return Answer("attribute", _attributes(value, site.typed), typed=site.typed)
+        return _Raw("attribute", _attributes(value, ""))
     if site.kind == "column":
         if not in_fork and not (_trusted(type(value)) or type(value) is dict):
             raise _Unsafe
@@ -698,11 +742,12 @@ def _heads(site: Site, value: Any, extra: list[str], max_names: int, *, in_fork:
     if site.kind == "parameter":
         if not in_fork and not _signature_safe(value):
             raise _Unsafe
-        return _parameters(site, value, extra)
-    return Answer(note="nothing to hold the cursor to")
+        return _parameters(value)
+    return _Raw("", note="nothing to hold the cursor to")
 
 
 def _attributes(value: Any, typed: str) -> list[str]:
+    """``dir(value)``: public names first, then private, then dunder names."""
     names = [n for n in dir(value) if isinstance(n, str) and n.isidentifier() and n.startswith(typed)]
     public = sorted(n for n in names if not n.startswith("_"))
     private = sorted(n for n in names if n.startswith("_") and not n.startswith("__"))
@@ -740,11 +785,9 @@ def _literals(label: Any) -> list[str]:
     return []
 
 
-def _columns(site: Site, value: Any, max_names: int) -> Answer:
+def _columns(site: Site, value: Any, max_names: int) -> _Raw:
     pd = sys.modules.get("pandas")
-    typed = site.typed
-    labels: Optional[list[str]] = None
-    required = True
+    soft = False
     loc = site.accessor == "loc"
     if pd is not None and isinstance(value, pd.DataFrame):
         labels = _labels(value.columns, max_names)
@@ -752,31 +795,29 @@ def _columns(site: Site, value: Any, max_names: int) -> Answer:
         labels = _labels(getattr(value, "obj").columns, max_names)
     elif pd is not None and isinstance(value, pd.Series):
         if isinstance(value.index, pd.RangeIndex):
-            return Answer(note="a Series with a range index: positions, not labels")
-        labels, required = _labels(value.index, max_names), bool(typed)
+            return _Raw("", note="a Series with a range index: positions, not labels")
+        labels, soft = _labels(value.index, max_names), True
     elif isinstance(value, dict) and not loc:
-        labels, required = _labels(list(value.keys())[: max_names + 1], max_names), bool(typed)
+        labels, soft = _labels(list(value.keys())[: max_names + 1], max_names), True
     else:
-        return Answer(note=f"no labels known for a {type(value).__name__}")
+        return _Raw("", note=f"no labels known for a {type(value).__name__}")
     if labels is None:
-        return Answer(note=f"more than {max_names} labels")
-    names = list(dict.fromkeys(n for n in labels if n.startswith(typed)))
-    return Answer("column", names, typed=typed, required=required)
+        return _Raw("", note=f"more than {max_names} labels")
+    # A frame's ``[`` takes a label; a dict's or Series' may take a variable: held once a quote is typed.
+    return _Raw("column", list(dict.fromkeys(labels)), required=not soft, soft=soft)
 
 
-def _parameters(site: Site, value: Any, extra: list[str]) -> Answer:
+def _parameters(value: Any) -> _Raw:
     try:
         signature = inspect.signature(value)
     except (TypeError, ValueError):
-        return Answer(note="no signature")
+        return _Raw("", note="no signature")
     params = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return Answer(note="the callable takes **kwargs: any keyword may come")
-    names = [p.name + "=" for p in params
-             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-             and p.name not in site.given and p.name.startswith(site.typed)]
-    # A positional argument may come instead of a keyword: the names at an expression's start too.
-    return Answer("parameter", names + [n for n in extra if n not in names], typed=site.typed, required=False)
+        return _Raw("", note="the callable takes **kwargs: any keyword may come")
+    return _Raw("parameter", [p.name + "=" for p in params
+                              if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)],
+                required=False)
 
 
 def _name_heads(namespace: Mapping[str, Any], before: str, after: str, notebook: Sequence[str],

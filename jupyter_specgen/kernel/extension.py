@@ -93,6 +93,8 @@ class KernelExtension:
         self.validate_options = validate_options
         self._hidden = _Hidden(ip)
         self._executing = False  # between pre_run_cell and post_run_cell
+        # The heads of the expressions at the cursor, until a cell runs (cursor.start's cache).
+        self._cursor_cache: dict = {}
         self._comm_manager = None
 
     # -- registration ----------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class KernelExtension:
     # around every comm message too, so they would call our own request handler "a cell".
     def _pre_run_cell(self, info) -> None:
         self._executing = True
+        self._cursor_cache = {}
         try:
             self.execlog.before(info.raw_cell or "", self.ip.user_ns, hidden=self._hidden)
         except Exception:  # noqa: BLE001 - never break the user's cell
@@ -133,6 +136,7 @@ class KernelExtension:
 
     def _post_run_cell(self, result) -> None:
         self._executing = False
+        self._cursor_cache = {}  # the cell may have changed any value (what ran mid-cell is stale too)
         try:
             error = result.error_in_exec or result.error_before_exec
             self.execlog.after(result.execution_count or 0, self.ip.user_ns, success=bool(result.success),
@@ -190,7 +194,7 @@ class KernelExtension:
         result = cursor_names.start(
             self.ip.user_ns, request.before, request.after, notebook=request.notebook, hidden=self._hidden,
             budget_ms=max(0, min(request.budget_ms, 2000)), max_names=max(1, min(request.max_names, 20000)),
-            may_fork=may_fork,
+            may_fork=may_fork, cache=self._cursor_cache,
         )
 
         def send(answer: cursor_names.Answer) -> None:

@@ -31,6 +31,9 @@ class Watch:
         return 41
 def slow():
     time.sleep(30)
+def slowish():
+    time.sleep(0.5)
+    return "text"
 w = Watch()
 """
 
@@ -176,3 +179,15 @@ async def test_a_busy_kernel_answers_without_forking(kernel, links):
     assert call is not None and call.kind == "" and "running a cell" in call.note
     assert not running.done()
     await running
+
+
+async def test_heads_are_kept_until_a_cell_runs(kernel, links):
+    """The next keystrokes on an evaluated expression are answered from the cache (no fork); a cell run clears it."""
+    link = await links.link(kernel.kernel_id)
+    first = await link.cursor("slowish().", budget_ms=3000, timeout_s=10)
+    assert first is not None and "upper" in first.names
+    again = await link.cursor("slowish().up", budget_ms=50, timeout_s=10)  # too short to fork and sleep 0.5 s
+    assert again is not None and again.names == ["upper"] and again.typed == "up"
+    await kernel.run("ran_a_cell = 1")
+    cleared = await link.cursor("slowish().up", budget_ms=50, timeout_s=10)
+    assert cleared is not None and cleared.kind == "" and "deadline" in cleared.note
