@@ -1,5 +1,7 @@
 """Shared by the browser tests: a real `jupyter lab` process with the extension (fresh settings,
-free port), Debian's headless chromium driven by Playwright, and the artifacts folder."""
+free port), Debian's headless chromium driven by Playwright, the artifacts folder, and a tiny
+model trained on the spot to write known continuations (so that what the page must show, and
+what it must never show, is known in advance)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from ..personal_data import pretrain
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -116,3 +120,52 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+# What the "sums" model writes after `total = ` in a cell below `numbers = [3, 1, 2]`: three
+# continuations that run, one that raises IndexError; after `ratio = `, only one that raises.
+SUMS_NUMBERS = "numbers = [3, 1, 2]"
+SUMS_RUN = ("sum(numbers)", "max(numbers)", "len(numbers)")
+SUMS_RAISE = "numbers[7]"
+RATIO_RAISE = "1 / 0"
+
+
+@pytest.fixture(scope="session")
+def sums_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny random model after learning the continuations above (full-parameter training on
+    prompts rendered by the serving code, with and without the kernel's spec block), saved as a
+    local model folder that the backend loads like any other."""
+    import torch
+
+    from jupyter_specgen.kernel.specs import describe
+    from jupyter_specgen.prompt_specs import spec_block
+    from specgen_backend.training.examples import TrainingExample
+    from specgen_backend.training.train import load_base
+
+    base = load_base(tiny_model)
+    cells = [{"cell_type": "code", "source": SUMS_NUMBERS}]
+    examples = []
+    for spec in ("", spec_block([describe([3, 1, 2], "numbers")])):
+        for target in (*SUMS_RUN, SUMS_RAISE):
+            examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="total = ", target=target))
+        examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="ratio = ", target=RATIO_RAISE))
+    # One thread: on a shared machine torch's default thread pool makes these tiny steps ~6x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrain(base, examples * 2, steps=120, lr=5e-3)
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp_path_factory.mktemp("sums-model")
+    base.model.save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def lab_settings(settings_dir: Path, plugin: str, values: Mapping[str, object]) -> None:
+    """Write JupyterLab user settings for ``plugin`` ("@jupyterlab/completer-extension:inline-completer")
+    into a lab's fresh settings dir before it starts."""
+    package, name = plugin.split(":")
+    folder = settings_dir / package
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
