@@ -714,9 +714,17 @@ def _lookup(node: ast.expr, namespace: Mapping[str, Any]) -> Any:
 _MISSING = object()
 
 
+# pandas' own accessors; ``dir()`` of a frame instantiates every registered one (``hasattr``),
+# so a frame with a user-registered accessor is listed in a fork.
+_PANDAS_ACCESSORS = frozenset({"sparse", "cat", "dt", "str", "struct", "list", "plot"})
+
+
 def _dir_safe(value: Any) -> bool:
     if isinstance(value, types.ModuleType):
         return _trusted_module(value) or (type(value) is types.ModuleType and "__dir__" not in vars(value))
+    accessors = inspect.getattr_static(type(value), "_accessors", None)
+    if isinstance(accessors, (set, frozenset)) and not accessors <= _PANDAS_ACCESSORS:
+        return False
     return _trusted(type(value)) or _plain_class(value)
 
 

@@ -59,3 +59,23 @@ def test_locate_survives_random_fragments():
         site = cursor.locate(text)
         assert isinstance(site, cursor.Site) and site.kind in ("", "attribute", "column", "parameter", "name")
         assert isinstance(cursor.names_at({"sales": [1]}, text, may_fork=False), cursor.Answer)
+
+
+def test_a_registered_pandas_accessor_is_listed_in_a_fork():
+    """dir() of a frame instantiates registered accessors: with a user one, `df.` is listed in a fork, not here."""
+    pd = pytest.importorskip("pandas")
+    ran = []
+
+    @pd.api.extensions.register_dataframe_accessor("specgen_probe")
+    class Probe:
+        def __init__(self, obj):
+            ran.append(obj)
+
+    try:
+        frame = pd.DataFrame({"units": [1, 2]})
+        answer = cursor.names_at({"df": frame}, "df.", budget_ms=5000)
+        assert {"specgen_probe", "units", "groupby"} <= set(answer.names) and "fork" in answer.note
+        assert ran == []  # the accessor's __init__ ran in the fork only
+    finally:
+        del pd.DataFrame.specgen_probe
+        pd.DataFrame._accessors.discard("specgen_probe")
