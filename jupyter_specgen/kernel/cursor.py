@@ -39,7 +39,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-__all__ = ["CursorKind", "Site", "Answer", "Pending", "locate", "bound_in", "start", "finish", "names_at"]
+__all__ = ["CursorKind", "Site", "Answer", "Pending", "locate", "bound_in", "start", "finish", "settle", "names_at"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class Pending:
     max_names: int
     cache: Optional[dict] = None
     key: Any = None
+    grace: float = 0.0  # time.monotonic() until which a late fork may finish into the cache
+    settled: bool = False
 
 
 def locate(before: str, after: str = "") -> Site:
@@ -547,7 +549,10 @@ def start(
              if site.kind == "parameter" else [])
     key = (site.kind, ast.dump(node), site.accessor, max_names)
     if cache is not None and key in cache:
-        return _final(cache[key], site, extra, max_names)
+        cached = cache[key]
+        if cached is _EVALUATING:
+            return Answer(note=f"still evaluating {site.expr.strip()} in a fork (asked before)")
+        return _final(cached, site, extra, max_names)
     try:
         raw = _raw(site, _lookup(node, namespace), max_names)
         if cache is not None:
@@ -570,16 +575,56 @@ def start(
     left = deadline - time.monotonic()
     if left < 0.005:
         return Answer(note="not evaluated: out of time")
-    child = forking.spawn(_child_main(node, namespace, site, left, max_names))
+    # With a cache, a fork still running at the deadline may finish later into it (``settle``):
+    # the reply goes without names, the next keystroke on the same expression gets them.
+    grace = max(deadline, began + _GRACE_S) if cache is not None else deadline
+    child = forking.spawn(_child_main(node, namespace, site, grace - time.monotonic(), max_names))
+    if cache is not None:
+        cache[key] = _EVALUATING
     return Pending(child=child, deadline=deadline, site=site, names=extra, max_names=max_names, cache=cache,
-                   key=key)
+                   key=key, grace=grace)
+
+
+# How long a fork evaluating an expression may run past its request's deadline, for the next one.
+_GRACE_S = 2.0
+_EVALUATING = object()
 
 
 def finish(pending: Pending) -> Answer:
-    """Wait for the fork of ``pending`` (until its deadline) and build the answer."""
+    """Wait for the fork of ``pending`` until its deadline and build the answer.
+
+    With a cache and the fork still running, answers without names at the deadline; call
+    ``settle`` then (on the same thread) to let the fork finish into the cache.
+    """
+    if pending.grace > pending.deadline and not _readable(pending.child.fd, pending.deadline):
+        return Answer(note=f"evaluating {pending.site.expr.strip()} in a fork: not done by the deadline "
+                           "(kept going for the next request)")
+    return _collect(pending)
+
+
+def settle(pending: Pending) -> None:
+    """Let a fork that ``finish`` left running end (or kill it at its grace) and cache what it found."""
+    if not pending.settled:
+        _collect(pending)
+
+
+def _readable(fd: int, deadline: float) -> bool:
+    import select
+
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        except InterruptedError:
+            continue
+        return bool(ready)
+
+
+def _collect(pending: Pending) -> Answer:
     from . import forking
 
-    (outcome,) = forking.collect([pending.child], deadline=pending.deadline)
+    pending.settled = True
+    (outcome,) = forking.collect([pending.child], deadline=max(pending.deadline, pending.grace))
     site = pending.site
     try:
         report = json.loads(outcome.data.decode("utf-8", "replace")) if outcome.data else None
@@ -602,9 +647,14 @@ def finish(pending: Pending) -> Answer:
 
 
 def names_at(namespace: Mapping[str, Any], before: str, after: str = "", **options: Any) -> Answer:
-    """``start`` and ``finish`` in one call."""
+    """``start``, ``finish`` and ``settle`` in one call."""
     result = start(namespace, before, after, **options)
-    return finish(result) if isinstance(result, Pending) else result
+    if not isinstance(result, Pending):
+        return result
+    try:
+        return finish(result)
+    finally:
+        settle(result)
 
 
 def _child_main(node: ast.expr, namespace: Mapping[str, Any], site: Site, timeout_s: float, max_names: int):

@@ -213,6 +213,8 @@ class KernelExtension:
             except Exception as exc:  # noqa: BLE001
                 log.error("jupyter_specgen: cursor request %r failed", request.id, exc_info=True)
                 comm.send(to_data(error_reply(request.id, "internal", f"{type(exc).__name__}: {exc}")))
+            finally:
+                cursor_names.settle(result)  # a fork still running finishes into the cache, or is killed
 
         context = contextvars.copy_context()  # keeps the parent header: the reply goes to the main shell
         threading.Thread(target=context.run, args=(reply,), name="specgen-cursor", daemon=True).start()
