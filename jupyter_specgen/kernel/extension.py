@@ -11,8 +11,8 @@ Loaded into kernels started by the server (see ``autoload.py``) or by hand with
 - ``log`` returns the execution log, filled by ``pre_run_cell``/``post_run_cell`` hooks;
 - ``cursor`` lists the names that can follow at the cursor (``cursor.py``). It may arrive on
   either shell: what needs no fork is answered at once; an expression that could run user code
-  is evaluated in a fork only on the main shell between cells (the same reasons as ``validate``),
-  and a thread waits for the fork and replies. On a subshell mid-cell it is not evaluated.
+  is evaluated in a fork only between cells (the same reason as ``validate``), and a thread
+  waits for the fork and replies. Mid-cell (on the subshell) it is not evaluated.
 """
 
 from __future__ import annotations
@@ -188,9 +188,11 @@ class KernelExtension:
         started = time.perf_counter()
         count = self.ip.execution_count
         stale = bool(request.deadline_ms) and time.time() * 1000 > request.deadline_ms
-        # Fork only on the main shell between cells: a namespace mid-cell is not a state worth
-        # reading, and a fork made from a subshell's thread can inherit locks the main thread holds.
-        may_fork = not self._executing and not stale and threading.current_thread() is threading.main_thread()
+        # Fork only between cells: a namespace mid-cell is not a state worth reading. The client
+        # asks an idle kernel on the main shell; a request on the subshell from a client whose view
+        # lags (the cell just ended) may fork too: the child only reads, and is killed at its grace
+        # should it inherit a lock another thread held.
+        may_fork = not self._executing and not stale
         result = cursor_names.start(
             self.ip.user_ns, request.before, request.after, notebook=request.notebook, hidden=self._hidden,
             budget_ms=max(0, min(request.budget_ms, 2000)), max_names=max(1, min(request.max_names, 20000)),
