@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, Optional
 
 from specgen_backend import protocol
 from specgen_backend.protocol import (
-    Cancel, CompletionContext, Constraint, Error, Generate, Job, JobState, Result, Status, Token,
+    Cancel, Candidate, CandidateEnd, CompletionContext, Constraint, Error, Generate, Job, JobState, Result, Status, Token,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -49,6 +49,7 @@ class BackendState:
 @dataclass
 class _Pending:
     on_token: Optional[Callable[[int, str], None]] = None
+    on_candidate: Optional[Callable[[int, Candidate], None]] = None
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -96,10 +97,13 @@ class BackendClient:
         adapters: tuple[str, ...] = (),
         personal: bool = False,
         constraint: Optional[Constraint] = None,
+        on_candidate: Optional[Callable[[int, Candidate], None]] = None,
     ) -> Result:
         """Run one generation; ``on_token`` sees the streamed deltas. Raises ``BackendError``.
 
         ``constraint``: what the identifier at the cursor may be (from the live kernel); None: free.
+        ``on_candidate(index, candidate)``: called for each candidate as soon as it is complete,
+        before the result (which carries the same candidates), so validation can start early.
 
         Cancelling the awaiting task cancels the backend request too.
         """
@@ -111,7 +115,7 @@ class BackendClient:
             id=request_id, user=user, context=context, n=n, max_tokens=max_tokens,
             temperature=temperature, adapters=list(adapters), personal=personal, constraint=constraint,
         )  # fmt: skip
-        pending = self._pending[request_id] = _Pending(on_token=on_token)
+        pending = self._pending[request_id] = _Pending(on_token=on_token, on_candidate=on_candidate)
         try:
             await ws.send(protocol.encode(request))
             return await pending.future
@@ -205,6 +209,12 @@ class BackendClient:
             if isinstance(message, Token):
                 if pending.on_token is not None:
                     pending.on_token(message.candidate, message.text)
+            elif isinstance(message, CandidateEnd):
+                if pending.on_candidate is not None:
+                    try:
+                        pending.on_candidate(message.index, message.candidate)
+                    except Exception:  # the caller's bug must not end the connection shared by every tab
+                        log.exception("handling candidate %d of %s failed", message.index, message.reply_to)
             elif isinstance(message, Error):
                 if not pending.future.done():
                     pending.future.set_exception(BackendError(message.error.type, message.error.message))

@@ -4,12 +4,14 @@ Defined once, here, and imported by both ends (``jupyter_specgen`` may import th
 nothing else of the backend). Every frame is one JSON object with a ``type`` tag and the protocol
 ``version``. Every request carries an ``id`` chosen by the client; every answer names it in
 ``reply_to``. Each request gets exactly one final answer: a ``result`` or an ``error``; ``token``
-frames may come before it.
+frames may come before it, and for ``generate`` one ``candidate_end`` per candidate as soon as that
+candidate is complete (the client can start validating it while the others are decoded).
 
 Client → backend: ``generate``, ``cancel``, ``status``, ``adapters_list``, ``adapter_load``,
 ``adapter_delete``; personalization: ``personalize_start``, ``personalize_status``,
 ``personalize_cancel``, ``personalize_judged``, ``adapter_versions``, ``adapter_rollback``.
-Backend → client: ``token`` (streamed text), ``result`` (final), ``error`` (final), ``status``
+Backend → client: ``token`` (streamed text), ``candidate_end`` (one candidate complete, not
+final), ``result`` (final), ``error`` (final), ``status``
 (answer to ``status``, and pushed unprompted whenever the model state changes, with
 ``reply_to = None``), ``adapters`` (final answer to the three adapter requests), ``job`` (final
 answer to the personalize requests, and pushed with ``reply_to = None`` to the connection that
@@ -55,6 +57,7 @@ __all__ = [
     "StatusRequest",
     "Token",
     "Candidate",
+    "CandidateEnd",
     "Result",
     "ErrorInfo",
     "Error",
@@ -355,6 +358,21 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class CandidateEnd:
+    """Candidate ``index`` of request ``reply_to`` is complete (sent as soon as its row ends, before ``result``).
+
+    ``candidate`` is exactly the one ``result`` will carry at ``index``. A cancelled request sends
+    none for the rows it had not finished.
+    """
+
+    type: ClassVar[str] = "candidate_end"
+    reply_to: Union[int, str]
+    index: int
+    candidate: Candidate
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
 class Result:
     """The final answer to ``generate``."""
 
@@ -487,16 +505,16 @@ class Versions:
 
 Message = Union[
     Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, PersonalizeStart, PersonalizeStatus,
-    PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, Result, Error, Status, Adapters,
-    Job, Versions,
+    PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, CandidateEnd, Result, Error, Status,
+    Adapters, Job, Versions,
 ]
 
 MESSAGES: Mapping[str, type] = {
     cls.type: cls
     for cls in (
         Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, PersonalizeStart, PersonalizeStatus,
-        PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, Result, Error, Status, Adapters,
-        Job, Versions,
+        PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, CandidateEnd, Result, Error,
+        Status, Adapters, Job, Versions,
     )
 }
 

@@ -115,7 +115,7 @@ async def test_random_frames_over_a_socket(backend):
     await ws.send(frame("status_request", "last"))
     while True:
         msg = await _reply(ws)
-        assert msg["type"] in ("error", "status", "token", "result", "adapters")
+        assert msg["type"] in ("error", "status", "token", "candidate_end", "result", "adapters")
         if msg.get("reply_to") == "last":
             break
     await ws.close()
@@ -130,6 +130,6 @@ async def test_a_client_that_never_reads_does_not_stall_others(backend):
     ws = await connect_ready(backend)
     await ws.send(generate("mine", user="bob", max_tokens=3))
     while (msg := await _reply(ws))["type"] != "result":
-        assert msg["type"] in ("token", "status")
+        assert msg["type"] in ("token", "candidate_end", "status")
     await sink.close()
     await ws.close()

@@ -77,7 +77,7 @@ async def final(ws, id, timeout=60):
     """The final answer to ``id`` (skipping tokens and other requests' frames)."""
     while True:
         msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if msg.get("reply_to") == id and msg["type"] not in ("token", "status"):
+        if msg.get("reply_to") == id and msg["type"] not in ("token", "candidate_end", "status"):
             return msg
 
 

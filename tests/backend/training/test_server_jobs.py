@@ -61,7 +61,7 @@ class Conversation:
         msg = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         if msg["type"] == "job" and msg["reply_to"] is None:
             self.pushed.append(msg["job"])
-        elif msg.get("reply_to") is not None and msg["type"] not in ("token", "status"):
+        elif msg.get("reply_to") is not None and msg["type"] not in ("token", "candidate_end", "status"):
             self._answers[msg["reply_to"]] = msg
 
     async def request(self, raw, id, timeout=120):
