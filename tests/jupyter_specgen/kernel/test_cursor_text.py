@@ -79,3 +79,14 @@ def test_a_registered_pandas_accessor_is_listed_in_a_fork():
     finally:
         del pd.DataFrame.specgen_probe
         pd.DataFrame._accessors.discard("specgen_probe")
+
+
+def test_cursor_messages_round_trip():
+    """The cursor request and reply decode to equal objects; a kind the protocol does not know is refused."""
+    from jupyter_specgen.kernel.messages import CursorReply, CursorRequest, ProtocolError, decode, to_data
+
+    request = CursorRequest(id=4, before="sales.", after=")", notebook=["x = 1"], budget_ms=80)
+    reply = CursorReply(reply_to=4, kind="column", names=["'units'", '"units"'], typed="'u", required=True)
+    assert decode(to_data(request)) == request and decode(to_data(reply)) == reply
+    with pytest.raises(ProtocolError):
+        decode(to_data(reply) | {"kind": "anything"})
