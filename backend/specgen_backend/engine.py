@@ -3,6 +3,7 @@ decoding state and sampling that the scheduler (``scheduler.py``) drives step by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from dataclasses import dataclass
@@ -10,9 +11,10 @@ from typing import Any, Optional
 
 from .loading import LoadedModel
 from .prompt import CodeScanner, Prompt, build_prompt, detect_fim, find_stop, mid_line, partial_stop_length
-from .protocol import Generate
+from .prompt import MAX_CHARS_PER_TOKEN, bound_context
+from .protocol import CompletionContext, Generate
 
-__all__ = ["EngineConfig", "Engine"]
+__all__ = ["EngineConfig", "Engine", "Prepared"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,17 @@ class EngineConfig:
     max_prompt_tokens: int = 1536  # notebook context kept around the cursor
     max_new_tokens: int = 128  # hard ceiling on what a request may ask for
     max_candidates: int = 8  # hard ceiling on n
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request's prompt and its token ids, ready for the model thread to prefill."""
+
+    prompt: Prompt
+    ids: list[int]
+    # The request's context cut by characters to what a prompt can hold: what the model thread
+    # may read of the notebook (stop rules, the text around the cursor) without rereading megabytes.
+    context: CompletionContext
 
 
 class Engine:
@@ -48,6 +61,18 @@ class Engine:
             max_prompt_tokens=self.max_prompt_tokens,
             extra_stops=request.stop,
         )
+
+    def prepare(self, request: Generate) -> Prepared:
+        """Bound, build and tokenise the prompt of ``request``.
+
+        CPU work that grows with the notebook: callers run it outside the model thread (the
+        server in a worker thread) and hand the result to the scheduler in ``Job.prepared``,
+        with the request's context replaced by ``Prepared.context``.
+        """
+        context = bound_context(request.context, self.max_prompt_tokens * MAX_CHARS_PER_TOKEN)
+        prompt = self.prompt_for(dataclasses.replace(request, context=context))
+        ids = self.loaded.tokenizer(prompt.text, add_special_tokens=not prompt.fim).input_ids
+        return Prepared(prompt=prompt, ids=list(ids), context=context)
 
     # -- decoding held to the live state (constraint.py) -------------------------------------
 

@@ -23,6 +23,13 @@ class Metrics:
         self.ttft = Histogram("specgen_time_to_first_token_seconds", "Submission to first streamed text", buckets=_BUCKETS, registry=r)
         self.latency = Histogram("specgen_request_seconds", "Submission to final answer", buckets=_BUCKETS, registry=r)
         self.connections = Gauge("specgen_connections", "Open client connections", registry=r)
+        # Prefix cache (prefix_cache.py): how much of each prompt the previous ones saved.
+        self.prefix_hits = Counter("specgen_prefix_cache_hits", "Prefills that started from a cached prompt prefix", registry=r)
+        self.prefix_misses = Counter("specgen_prefix_cache_misses", "Prefills that found no cached prefix", registry=r)
+        self.prefix_reused_tokens = Counter("specgen_prefix_cache_reused_tokens", "Prompt tokens taken from the cache instead of prefilled", registry=r)
+        self.prefill_tokens = Counter("specgen_prefill_tokens", "Prompt tokens run through the model by prefills", registry=r)
+        self.prefix_entries = Gauge("specgen_prefix_cache_entries", "Prompts held by the prefix cache", registry=r)
+        self.prefix_bytes = Gauge("specgen_prefix_cache_bytes", "Bytes of keys and values held by the prefix cache", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

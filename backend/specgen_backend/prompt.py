@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .protocol import CompletionContext
+from .protocol import Cell, CompletionContext
 
 __all__ = [
     "CELL_SEPARATOR",
@@ -23,6 +23,8 @@ __all__ = [
     "detect_fim",
     "linearise",
     "build_prompt",
+    "bound_context",
+    "MAX_CHARS_PER_TOKEN",
     "SEPARATOR_STOPS",
     "OPERATOR_CHARS",
     "stop_strings",
@@ -118,7 +120,10 @@ def build_prompt(
     cursor. The suffix gets at most a quarter of the budget; the cursor's neighbourhood is what
     matters most.
     """
-    head, tail = linearise(context)
+    # Counting tokens costs time in proportion to the text counted, many times over (the search
+    # for the cut), so a megabyte notebook is first cut by characters to what no prompt of this
+    # budget could hold.
+    head, tail = linearise(bound_context(context, max_prompt_tokens * MAX_CHARS_PER_TOKEN))
     if fim is None:
         head = _keep_end(head, max_prompt_tokens, count_tokens)
         text = head
@@ -127,6 +132,53 @@ def build_prompt(
         head = _keep_end(head, max_prompt_tokens - count_tokens(tail) - 3, count_tokens)
         text = f"{fim.prefix}{head}{fim.suffix}{tail}{fim.middle}"
     return Prompt(text=text, fim=fim is not None, stops=stop_strings(context, extra_stops))
+
+
+# More characters than tokenizers pack into one token on average over a whole prompt (code BPEs
+# average 3 to 4): a cut by characters at this multiple of the token budget keeps what the token
+# budget keeps, except in text of very long tokens (runs of one repeated character).
+MAX_CHARS_PER_TOKEN = 8
+
+
+def bound_context(context: CompletionContext, max_chars: int) -> CompletionContext:
+    """``context`` with at most about ``max_chars`` characters on each side of the cursor.
+
+    Before the cursor the far end goes first: the start of the prefix, then the preamble, then
+    the earliest cells; after it the end of the suffix, then the last cells. Each cell costs its
+    source plus its separator, so a million empty cells are bounded too. What is cut is what the
+    token budget would cut anyway; this only makes the cut cheap.
+    """
+    cells = context.cells
+    has_active = 0 <= context.active < len(cells)
+    active = context.active if has_active else len(cells)
+    budget = max_chars
+    prefix = context.prefix[len(context.prefix) - budget :] if len(context.prefix) > budget else context.prefix
+    budget -= len(prefix)
+    preamble = context.preamble[len(context.preamble) - budget :] if len(context.preamble) > budget else context.preamble
+    budget -= len(preamble)
+    before: list[Cell] = []
+    for cell in reversed(cells[:active]):
+        if budget <= 0:
+            break
+        source = cell.source if len(cell.source) <= budget else cell.source[len(cell.source) - budget :]
+        before.append(cell if source is cell.source else Cell(cell_type=cell.cell_type, source=source))
+        budget -= len(source) + len(CELL_SEPARATOR)
+    before.reverse()
+    budget = max_chars
+    suffix = context.suffix[:budget]
+    budget -= len(suffix)
+    after: list[Cell] = []
+    for cell in cells[active + 1 :] if has_active else ():
+        if budget <= 0:
+            break
+        source = cell.source[:budget]
+        after.append(cell if len(source) == len(cell.source) else Cell(cell_type=cell.cell_type, source=source))
+        budget -= len(source) + len(CELL_SEPARATOR)
+    if has_active:
+        kept, index = [*before, cells[active], *after], len(before)
+    else:
+        kept, index = before, -1
+    return CompletionContext(prefix=prefix, suffix=suffix, cells=kept, active=index, preamble=preamble)
 
 
 def _keep_end(text: str, budget: int, count_tokens) -> str:

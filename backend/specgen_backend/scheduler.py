@@ -5,18 +5,24 @@ Requests join and leave the running batch between decode steps. Each step:
 1. run queued control calls (adapter load/delete) — they touch the bank, so they run here;
 2. admit queued requests while rows are free, one request per user in turn (a user's burst
    cannot starve another user); each (request, adapter) pair is prefilled once with batch 1
-   and its KV cache repeated for the candidates that share it, then merged into the running
-   cache by left-padding the shorter of the two (masked off by ``attention_mask``);
+   — starting from the longest cached prefix of an earlier prompt of the same user and
+   adapter (``prefix_cache.py``), so only the tokens after it run — and its KV cache repeated
+   for the candidates that share it, then merged into the running cache by left-padding the
+   shorter of the two (masked off by ``attention_mask``);
 3. finish the rows of cancelled or expired requests;
 4. sample one token for every row from its last logits, stream new text;
-5. answer the requests whose rows are all done and drop their rows (and the cache columns
-   that only padded them);
+5. report each candidate whose row is done (``on_candidate``, once per row, as soon as it
+   ends: the caller can start validating it while the others decode); answer the requests
+   whose rows are all done and drop their rows (and the cache columns that only padded them);
 6. run one decode forward for the remaining rows under ``bank.rows(row adapters)``, with
    explicit position ids (a row's position is its own count of real tokens).
 
 A cancel therefore takes effect within one step. Everything here is synchronous and runs in the
 scheduler's own thread; callers talk to it through ``submit`` and ``call``, and it talks back
-through each job's ``emit``/``finish`` callbacks (called from the model thread).
+through each job's ``emit``/``on_candidate``/``finish`` callbacks (called from the model thread).
+Callers build and tokenise the prompt before submitting (``Engine.prepare`` into
+``Job.prepared``): that is CPU work proportional to the notebook, and done here it would pause
+every user's decoding.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .engine import Engine, _Row, _seed
+from .prefix_cache import PrefixCache, restore
 from .prompt import clean_completion
 from .protocol import Candidate, Generate
 
@@ -47,6 +54,12 @@ class Overloaded(Exception):
 class SchedulerConfig:
     max_batch: int = 16  # rows decoded together in one step
     max_queue: int = 64  # requests waiting for admission before ``Overloaded``
+    # Prompt KV caches kept for reuse by the next keystroke's prefill (0 turns the cache off).
+    # 256 MiB holds a full 1,536-token prompt of a 0.5B model (~36 MiB in fp32) for about seven
+    # users or adapters at once, and hundreds with the embedded model; on a GPU host it is device
+    # memory taken from the running batch, so raise it with care.
+    prefix_cache_bytes: int = 256 << 20
+    prefix_cache_entries: int = 64  # prompts kept, whatever their size (each lookup scans its key's)
 
 
 @dataclass(eq=False)
@@ -60,12 +73,18 @@ class Job:
     # Called exactly once, from the model thread: (candidates, None) or (None, (error_type, message)).
     finish: Callable[[Optional[list[Candidate]], Optional[tuple[str, str]]], None]
     deadline: Optional[float] = None  # time.monotonic() after which the job is answered as it stands
+    # Called once per candidate, from the model thread, as soon as its row ends (before ``finish``):
+    # (candidate index, the finished candidate). Not called for rows of a cancelled job.
+    on_candidate: Optional[Callable[[int, Candidate], None]] = None
+    # ``Engine.prepare(request)``, done by the caller outside the model thread; None: done at admission.
+    prepared: Any = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
     first_token: Optional[float] = None
     generator: Any = None
     states: list[_Row] = field(default_factory=list)
     steps: int = 0
+    ended: dict[int, Candidate] = field(default_factory=dict)  # candidates already reported
 
 
 @dataclass(eq=False)
@@ -91,6 +110,8 @@ class Scheduler:
         self._mask = None
         self._logits = None
         self.peak_rows = 0  # the most rows ever decoded in one step (tests and benchmarks read it)
+        # Touched only by the model thread (in ``_prefill``).
+        self.prefix_cache = PrefixCache(max_entries=config.prefix_cache_entries, max_bytes=config.prefix_cache_bytes, metrics=metrics)
         self._thread = threading.Thread(target=self._run, name="specgen-scheduler", daemon=True)
         self._thread.start()
 
@@ -251,7 +272,7 @@ class Scheduler:
                 continue  # already answered
             if job.cancelled.is_set():
                 self._finish(job, None, ("cancelled", "the request was cancelled"))
-            elif all(state.done for state in job.states):
+            elif self._report_ended(job):
                 self._finish(job, self._candidates(job), None)
         keep = [i for i, row in enumerate(self._rows) if not row.job.states[row.index].done and not row.job.cancelled.is_set()]
         self._select(keep, tokens)
@@ -301,23 +322,47 @@ class Scheduler:
 
         engine = self.engine
         request = job.request
-        prompt = engine.prompt_for(request)
-        tokenizer, model, device = engine.loaded.tokenizer, engine.loaded.model, engine.loaded.device
-        ids = tokenizer(prompt.text, return_tensors="pt", add_special_tokens=not prompt.fim).input_ids.to(device)  # (1, T)
-        job.states = [_Row(stops=prompt.stops) for _ in job.rows]
+        prepared = job.prepared if job.prepared is not None else engine.prepare(request)
+        ids = torch.tensor(prepared.ids, dtype=torch.long)  # (T,) on the CPU: the cache's key
+        job.states = [_Row(stops=prepared.prompt.stops) for _ in job.rows]
         job.generator = torch.Generator(device="cpu").manual_seed(_seed(request))
         for adapter in dict.fromkeys(job.rows):
             indices = [i for i, a in enumerate(job.rows) if a == adapter]
-            with torch.inference_mode(), self._rows_context([adapter]):
-                out = model(input_ids=ids, use_cache=True)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()  # (1, V)
+            cache, logits = self._prefill(request.user, adapter, ids)  # batch 1
             if len(indices) > 1:
                 cache.batch_repeat_interleave(len(indices))
                 logits = logits.expand(len(indices), -1)  # (k, V)
-            mask = torch.ones(len(indices), ids.shape[1], dtype=torch.long, device=device)  # (k, T)
+            mask = torch.ones(len(indices), len(ids), dtype=torch.long, device=engine.loaded.device)  # (k, T)
             self._merge(cache, mask, logits)
             self._rows.extend(_BatchRow(job=job, index=i, adapter=adapter) for i in indices)
+
+    def _prefill(self, user: str, adapter: Optional[str], ids):
+        """(the batch-1 KV cache of prompt ``ids``, the logits of its last position (1, V)).
+
+        Starts from the longest prefix of ``ids`` cached for this user and adapter and runs the
+        model on the rest only: at least the last token, whose logits the first sample needs.
+        """
+        import torch
+
+        model, device = self.engine.loaded.model, self.engine.loaded.device
+        cached = self.prefix_cache
+        stamp = None if adapter is None or self.bank is None else self.bank.stamp(adapter)
+        key = (user, adapter, stamp)
+        entry, reuse = cached.lookup(key, ids) if cached.enabled else (None, 0)
+        reuse = min(reuse, len(ids) - 1)
+        rest = ids[reuse:].view(1, -1).to(device)  # (1, T - reuse)
+        with torch.inference_mode(), self._rows_context([adapter]):
+            if reuse > 0:
+                positions = torch.arange(reuse, len(ids), device=device).view(1, -1)  # (1, T - reuse)
+                out = model(input_ids=rest, position_ids=positions, past_key_values=restore(entry, reuse), use_cache=True)
+            else:
+                out = model(input_ids=rest, use_cache=True)
+        cache = out.past_key_values
+        if cached.enabled:
+            cached.record(reuse, len(ids) - reuse)
+            # Before the cache is repeated per candidate or merged: the stored tensors are its own.
+            cached.store(key, ids, cache, source=entry, reused=reuse)
+        return cache, out.logits[:, -1, :].float()  # (1, V)
 
     def _merge(self, cache, mask, logits) -> None:
         import torch
@@ -375,15 +420,29 @@ class Scheduler:
             return contextlib.nullcontext()
         return self.bank.rows(adapters)
 
-    def _candidates(self, job: Job) -> list[Candidate]:
-        candidates = []
+    def _report_ended(self, job: Job) -> bool:
+        """Hand each newly ended candidate of ``job`` to ``on_candidate``; whether all have ended."""
         for i, state in enumerate(job.states):
-            delta = state.streamable_delta()
-            if delta:
-                job.emit(i, delta)
-            text = clean_completion(state.text, job.request.context)
-            candidates.append(Candidate(text=text, logprob=state.logprob, finish_reason=state.reason, adapter=job.labels[i]))  # type: ignore[arg-type]
-        return candidates
+            if state.done and i not in job.ended:
+                job.ended[i] = self._candidate(job, i)
+                if job.on_candidate is not None:
+                    try:
+                        job.on_candidate(i, job.ended[i])
+                    except Exception:
+                        log.exception("delivering candidate %d of request %r failed", i, job.request.id)
+        return len(job.ended) == len(job.states)
+
+    def _candidates(self, job: Job) -> list[Candidate]:
+        return [job.ended[i] if i in job.ended else self._candidate(job, i) for i in range(len(job.states))]
+
+    def _candidate(self, job: Job, i: int) -> Candidate:
+        """Candidate ``i`` as it stands, after streaming what it still held back."""
+        state = job.states[i]
+        delta = state.streamable_delta()
+        if delta:
+            job.emit(i, delta)
+        text = clean_completion(state.text, job.request.context)
+        return Candidate(text=text, logprob=state.logprob, finish_reason=state.reason, adapter=job.labels[i])  # type: ignore[arg-type]
 
     def _finish(self, job: Job, candidates, error) -> None:
         if self.metrics is not None:

@@ -16,6 +16,7 @@ answer; a closed connection cancels what it had asked for. ``/health`` and ``/me
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import re
@@ -47,6 +48,7 @@ from .protocol import (
     AdaptersList,
     AdapterVersions,
     Cancel,
+    CandidateEnd,
     EvalMetrics,
     Generate,
     Job as JobFrame,
@@ -100,6 +102,8 @@ class BackendConfig:
     train_steps: int = 0  # optimizer steps of a job whose request says 0 (0: planned from the data)
     judge_timeout_s: float = 300.0  # how long a job waits for the client's executable rates
     engine: EngineConfig = EngineConfig()
+    # Prompt KV caches kept for the next keystroke's prefill (see SchedulerConfig); 0 turns it off.
+    prefix_cache_mb: int = SchedulerConfig.prefix_cache_bytes >> 20
 
 
 class Backend:
@@ -116,6 +120,10 @@ class Backend:
         self._device = ""
         self._preloaded = loaded
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specgen-load")
+        # Prompts are built and tokenised here, never in the model thread: the work grows with the
+        # notebook and would pause every user's decoding. Two workers: one huge notebook does not
+        # hold up another user's prompt, and few threads compete with the model thread for the GIL.
+        self._prompts = ThreadPoolExecutor(max_workers=2, thread_name_prefix="specgen-prompt")
         self._connections: set[ServerConnection] = set()
         self._server: Optional[Server] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -180,6 +188,7 @@ class Backend:
         if self._scheduler is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._scheduler.stop)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._prompts.shutdown(wait=False, cancel_futures=True)
 
     def _load(self) -> None:
         try:
@@ -205,7 +214,9 @@ class Backend:
                     except AdapterError as exc:
                         log.error("shared adapter %s not loaded: %s", folder, exc)
         self._loaded, self._bank, self._device = loaded, bank, loaded.device
-        self._scheduler = Scheduler(engine, bank=bank, config=SchedulerConfig(max_batch=self.config.max_batch, max_queue=self.config.max_queue), metrics=self.metrics)
+        scheduling = SchedulerConfig(max_batch=self.config.max_batch, max_queue=self.config.max_queue,
+                                     prefix_cache_bytes=self.config.prefix_cache_mb << 20)  # fmt: skip
+        self._scheduler = Scheduler(engine, bank=bank, config=scheduling, metrics=self.metrics)
         self.metrics.adapters_resident.set(len(bank.loaded()))
         self._set_state("ready", "")
 
@@ -499,6 +510,7 @@ class Backend:
 
     async def _generate(self, ws: ServerConnection, request: Generate, cancel: threading.Event) -> None:
         loop = asyncio.get_running_loop()
+        arrived = time.monotonic()
         try:
             if self._scheduler is None:
                 reason = self._message if self._state == "error" else "the model is still loading; try again shortly"
@@ -520,11 +532,20 @@ class Backend:
             def emit(candidate: int, text: str) -> None:
                 loop.call_soon_threadsafe(outbox.put_nowait, Token(reply_to=request.id, candidate=candidate, text=text))
 
+            def ended(index: int, candidate) -> None:
+                frame = CandidateEnd(reply_to=request.id, index=index, candidate=candidate)
+                loop.call_soon_threadsafe(outbox.put_nowait, frame)  # after that candidate's tokens, before result
+
             def finish(candidates, error) -> None:
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result((candidates, error)))
 
-            deadline = time.monotonic() + request.deadline_ms / 1000 if request.deadline_ms is not None else None
-            job = Job(request=request, rows=rows, labels=labels, emit=emit, finish=finish, deadline=deadline, cancelled=cancel)
+            deadline = arrived + request.deadline_ms / 1000 if request.deadline_ms is not None else None
+            prepared = await loop.run_in_executor(self._prompts, self._scheduler.engine.prepare, request)
+            # From here on only the bounded notebook travels: what the model thread reads of it (stop
+            # rules, the brackets open at the cursor, the echo of the line) stays small, however big the frame.
+            request = dataclasses.replace(request, context=prepared.context)
+            job = Job(request=request, rows=rows, labels=labels, emit=emit, finish=finish, deadline=deadline, cancelled=cancel,
+                      on_candidate=ended, prepared=prepared, submitted=arrived)  # fmt: skip
             try:
                 self._scheduler.submit(job)
             except Overloaded as exc:

@@ -65,6 +65,7 @@ class _Resident:
     kind: str  # "lora" | "flora"
     path: str
     rank: int  # largest rank over its modules
+    stamp: int = 0  # which load this is: a reload under the same name gets a new one
 
 
 class AdapterBank:
@@ -77,6 +78,7 @@ class AdapterBank:
         self._layers = layers  # module path → wrapper
         self._state = state
         self._resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
+        self._loads = 0  # loads so far: the next load's stamp
         self._pinned: frozenset[str] = frozenset()  # adapters of the batch now inside rows()
         # Held by rows() for the whole batch and by load/unload: slot writes never race a forward.
         self._lock = threading.RLock()
@@ -130,6 +132,14 @@ class AdapterBank:
         """Names of resident adapters, least recently used first."""
         return list(self._resident)
 
+    def stamp(self, name: str) -> int | None:
+        """An id of the weights now loaded as ``name`` (None: not loaded); a reload changes it.
+
+        Whoever keeps results computed with an adapter (the prefix cache) keys them by it.
+        """
+        resident = self._resident.get(name)
+        return None if resident is None else resident.stamp
+
     def memory_bytes(self) -> int:
         """Bytes of device memory held by the bank's tensors (all slots of allocated layers)."""
         return sum(layer.memory_bytes() for layer in self._layers.values())
@@ -152,7 +162,8 @@ class AdapterBank:
                 layer.allocate(num_slots=self.config.max_adapters, max_rank=self.config.max_rank)
                 layer.write_slot(slot, w_in, w_out, scale)
             rank = max(w_in.shape[0] for w_in, _, _ in modules.values())
-            self._resident[name] = _Resident(slot=slot, kind=kind, path=str(path), rank=rank)
+            self._loads += 1
+            self._resident[name] = _Resident(slot=slot, kind=kind, path=str(path), rank=rank, stamp=self._loads)
             self._resident.move_to_end(name)
         log.info("loaded %s adapter %r (rank %d, %d layers) into slot %d; bank holds %.1f MiB",
                  kind, name, rank, len(modules), slot, self.memory_bytes() / 2**20)  # fmt: skip
