@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,9 +28,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(venv: Path, home: Path, log: Path, *, timeout_s: float) -> tuple[float, str]:
-    """Run lab.sh with ``venv`` first on PATH until JupyterLab serves the specgen routes; stop it.
-    Returns (seconds until serving, the script's output)."""
+def _launch(venv: Path, home: Path, log: Path, *, timeout_s: float, repo: Path = REPO) -> tuple[float, str]:
+    """Run ``repo``'s lab.sh with ``venv`` first on PATH until JupyterLab serves the specgen routes;
+    stop it. Returns (seconds until serving, the script's output)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -47,7 +48,7 @@ def _launch(venv: Path, home: Path, log: Path, *, timeout_s: float) -> tuple[flo
         proc = subprocess.Popen(
             ["bash", "scripts/lab.sh", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
              f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={home}"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
             deadline = started + timeout_s
@@ -76,11 +77,16 @@ def _launch(venv: Path, home: Path, log: Path, *, timeout_s: float) -> tuple[flo
 @pytest.mark.timeout(1500)
 def test_fresh_venv_serves_then_second_launch_does_not_reinstall(tmp_path):
     """A fresh venv: the first launch installs and serves (with --allow-root said when root); the second skips the install."""
+    # A copy of the tree as it is now (with the built labextension), so that edits made to the
+    # working tree while the test runs cannot count as "the source changed".
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(
+        ".git", "node_modules", "test-artifacts", ".pytest_cache", ".hypothesis", ".benchmarks", "__pycache__", ".yarn"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     home = tmp_path / "home"
     home.mkdir()
-    first_s, first = _launch(venv, home, tmp_path / "first.log", timeout_s=1200)
+    first_s, first = _launch(venv, home, tmp_path / "first.log", timeout_s=1200, repo=repo)
     assert "installing jupyter-specgen" in first, first[-3000:]
     if os.geteuid() == 0:
         assert "running as root: adding --allow-root" in first
@@ -89,7 +95,7 @@ def test_fresh_venv_serves_then_second_launch_does_not_reinstall(tmp_path):
                                capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert installed.startswith(str(venv)), installed
 
-    second_s, second = _launch(venv, home, tmp_path / "second.log", timeout_s=300)
+    second_s, second = _launch(venv, home, tmp_path / "second.log", timeout_s=300, repo=repo)
     assert "up to date: not reinstalling" in second, second[-3000:]
     assert "installing jupyter-specgen" not in second
     assert second_s < first_s
