@@ -27,6 +27,7 @@ from .personalize.service import PersonalizeService, PersonalizeSettings
 from .protocol import Personalize, Status
 from .routes import CompletionsWebSocket
 from .routes_personalize import personalize_handlers
+from .users import load_user_key
 
 __all__ = ["SpecgenExtension", "SpecgenService"]
 
@@ -46,8 +47,10 @@ class SpecgenService:
         feedback: FeedbackStore,
         personalize_settings: PersonalizeSettings,
         log,
+        user_key: Optional[bytes] = None,
     ):
         self.process = process
+        self.user_key = user_key if user_key is not None else load_user_key()  # keys the users' backend names
         self.kernels = kernels
         self.completion_settings = completion_settings
         self.log = log
