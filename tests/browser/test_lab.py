@@ -49,13 +49,37 @@ def lab(tmp_path, sums_model, start_lab):
     return start_lab(root, args), tmp_path / "feedback.sqlite"
 
 
-def _runs(assignment: str, text: str) -> bool:
-    """Whether ``<assignment> = <text>`` runs below the notebook's first cell (in this process)."""
+# Records every text drawn as ghost text, with the text typed on its line before it, from the
+# moment the page loads: a ghost shown for a few milliseconds is caught too.
+GHOST_RECORDER = """
+window.__specgenGhosts = [];
+new MutationObserver(() => {
+  for (const ghost of document.querySelectorAll('.jp-GhostText')) {
+    const line = ghost.closest('.cm-line');
+    const text = ghost.textContent;
+    const typed = line ? line.textContent.slice(0, line.textContent.length - text.length) : '';
+    const last = window.__specgenGhosts[window.__specgenGhosts.length - 1];
+    if (!last || last[0] !== typed || last[1] !== text) {
+      window.__specgenGhosts.push([typed, text]);
+    }
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+
+def _runs(line: str) -> bool:
+    """Whether ``line`` runs below the notebook's first cell (in this process)."""
     try:
-        exec(compile(f"{SUMS_NUMBERS}\n{assignment} = {text}", "<suggestion>", "exec"), {})
+        exec(compile(f"{SUMS_NUMBERS}\n{line}", "<suggestion>", "exec"), {})
     except Exception:  # noqa: BLE001 - any error means it should not have been shown
         return False
     return True
+
+
+def _ghosts(page) -> list[tuple[str, str]]:
+    """(text typed on the line, ghost text) for every ghost text drawn so far, non-blank ones."""
+    return [(typed.replace("\u00a0", " "), text) for typed, text in page.evaluate("window.__specgenGhosts")
+            if text.strip()]
 
 
 def _accepted_rows(path: Path, timeout: float = 20.0) -> list[tuple]:
@@ -74,12 +98,15 @@ def _accepted_rows(path: Path, timeout: float = 20.0) -> list[tuple]:
         time.sleep(0.5)
 
 
-def _open_with_numbers(lab, browser):
+def _open_with_numbers(lab, browser, *, on_websocket=None):
     """The notebook open, the backend ready, its first cell run (so candidates can use
     ``numbers``), the cursor in the empty second cell; returns (page, second cell's editor)."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1280, "height": 720})
+    if on_websocket:
+        page.on("websocket", on_websocket)
+    page.add_init_script(GHOST_RECORDER)
     page.goto(lab.url("lab/tree/demo.ipynb"))
     expect(page.locator(".jp-specgen-status")).to_contain_text(re.compile("ready|sums", re.I), timeout=120_000)
     cells = page.locator(".jp-Notebook .jp-Cell")
@@ -118,8 +145,7 @@ def test_validated_suggestions_cycle_with_jupyterlabs_keys_and_tab_takes_the_one
     seen = []
     for _ in range(count):
         text = _ghost(page)
-        assert _runs("total", text), f"shown but does not run: {text!r}"
-        assert text != SUMS_RAISE
+        assert _runs(f"total = {text}"), f"shown but does not run: {text!r}"
         seen.append(text)
         page.keyboard.press(NEXT_KEY)
         index = index % count + 1
@@ -134,6 +160,9 @@ def test_validated_suggestions_cycle_with_jupyterlabs_keys_and_tab_takes_the_one
     index = index % count + 1
     expect(counter).to_have_text(f"{index}/{count}")
     chosen = _ghost(page)
+    drawn = _ghosts(page)
+    assert drawn and all(_runs(typed + text) for typed, text in drawn), f"drawn, not all run: {drawn}"
+    assert not any(text.strip() == SUMS_RAISE for _, text in drawn), drawn
     page.keyboard.press("Tab")
     expect(ghost).to_have_count(0, timeout=10_000)
     text = editor.inner_text().replace("\u00a0", " ")
@@ -147,26 +176,60 @@ def test_validated_suggestions_cycle_with_jupyterlabs_keys_and_tab_takes_the_one
 
 
 def test_when_every_candidate_raises_nothing_is_shown_and_the_status_bar_says_why(lab, browser, artifacts):
-    """Candidates that raise (ZeroDivisionError) never appear as ghost text, nor as an empty item in
-    JupyterLab's list; the status bar says "no suggestion" and, in its tooltip, what they raised."""
+    """Candidates that raise (ZeroDivisionError) are never drawn as ghost text, not even for a
+    moment, nor left as an empty item in JupyterLab's list; the status bar says "no suggestion:
+    N candidates raised …" and, in its tooltip, what they raised."""
     from playwright.sync_api import expect
 
     lab, _ = lab
     page, _ = _open_with_numbers(lab, browser)
     status = page.locator(".jp-specgen-status")
     page.keyboard.type("ratio = ", delay=30)
-    deadline = time.monotonic() + 90
-    said = ""
-    while time.monotonic() < deadline:
-        # Polled while the request runs: never a ghost, never a counted item.
-        assert page.locator(".jp-GhostText").count() == 0, f"shown: {_ghost(page)!r} ({RATIO_RAISE!r} raises)"
-        assert page.locator(".jp-InlineCompleter").filter(visible=True).count() == 0
-        said = status.inner_text()
-        if "no suggestion" in said:
-            break
-        page.wait_for_timeout(100)
+    expect(status).to_contain_text("no suggestion", timeout=90_000)
+    said = status.inner_text()
     page.screenshot(path=str(artifacts / "no-suggestion.png"))
+    drawn = _ghosts(page)
+    assert all(_runs(typed + text) for typed, text in drawn), f"drawn, not all run: {drawn}"
+    assert not any(typed.startswith("ratio =") for typed, _ in drawn), f"{RATIO_RAISE!r} raises, yet: {drawn}"
+    # No empty placeholder either: JupyterLab's widget (always shown when it has items) is hidden.
+    assert page.locator(".jp-InlineCompleter").filter(visible=True).count() == 0
     assert re.search(r"^specgen: no suggestion: \d+ candidates? raised", said), said
     assert "ZeroDivisionError" in (status.get_attribute("title") or ""), status.get_attribute("title")
     assert status.get_attribute("data-state") == "none"
     assert "✓" not in said
+
+
+def test_stream_unvalidated_setting_shows_raw_text_before_validation(tmp_path, sums_model, start_lab, browser, artifacts):
+    """With the provider setting `streamUnvalidated` on, the request asks for raw chunks and their
+    text is drawn as ghost text before validation (here `1 / 0`, which then raises: it goes away
+    and the status bar says so)."""
+    from playwright.sync_api import expect
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _notebook(root / "demo.ipynb")
+    lab_settings(tmp_path / "settings", "@jupyterlab/completer-extension:inline-completer",
+                 {"showWidget": "always", "providers": {"specgen": {"streamUnvalidated": True}}})
+    lab = start_lab(root, [f"--SpecgenExtension.model={sums_model}", "--SpecgenExtension.max_tokens=12",
+                           "--SpecgenExtension.temperature=1.0", "--SpecgenExtension.candidates=4",
+                           f"--SpecgenExtension.adapter_root={tmp_path / 'adapters'}"], log_name="lab-stream.log")
+    sent: list[dict] = []
+    received: list[dict] = []
+
+    def watch(ws):
+        if "specgen/ws" in ws.url:
+            ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+            ws.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    page, _ = _open_with_numbers(lab, browser, on_websocket=watch)
+    status = page.locator(".jp-specgen-status")
+    page.keyboard.type("ratio = ", delay=30)
+    expect(status).to_contain_text("no suggestion", timeout=90_000)
+    page.screenshot(path=str(artifacts / "stream-unvalidated.png"))
+    completes = [m for m in sent if m.get("type") == "complete"]
+    assert completes and all(m.get("stream") is True for m in completes), completes
+    assert any(m.get("type") == "chunk" for m in received), "no raw chunk came"
+    raw = [text for typed, text in _ghosts(page) if typed.startswith("ratio =")]
+    assert raw, "the raw text was never drawn"
+    # Validation then refused it: no text is left on screen.
+    assert all(not g.strip() for g in page.locator(".jp-GhostText").all_inner_texts())

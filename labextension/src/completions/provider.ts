@@ -501,7 +501,7 @@ function rawItem(text: string): IItem {
   return {
     text,
     verdict: 'not_validated',
-    detail: 'not validated yet: raw text while it is written (the streamUnvalidated setting)',
+    detail: 'raw text, not run yet (the streamUnvalidated setting)',
     score: 0,
     adapter: ''
   };
