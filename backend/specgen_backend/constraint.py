@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 IDENT_CHARS = frozenset(string.ascii_letters + string.digits + "_")
 _IDENT_START = frozenset(string.ascii_letters + "_")
+_IDENT_LEAD = re.compile(r" *[A-Za-z_]")  # spaces, then the start of an identifier
 MAX_OPERATOR_RUN = 3  # Python's longest operators: ``**=``, ``//=``, ``>>=``, ``<<=``, ``...``
 _MAX_CLOSERS = 8  # closing brackets one token may bring, at most, that the masks tell apart
 _STATES = ("code", "'", '"')  # scanner states with syntax rules (``other``: none)
@@ -245,43 +246,47 @@ def _check_texts(tokenizer, texts: list[Optional[str]], kind: str) -> None:
 # The table: indices over the texts, built once per model
 
 
+_IDENT_RUN = re.compile(r"[A-Za-z0-9_]*")
+
+
 def _ident_run(text: str) -> int:
-    n = 0
-    for ch in text:
-        if ch not in IDENT_CHARS:
-            break
-        n += 1
-    return n
+    """How many identifier characters ``text`` starts with."""
+    return _IDENT_RUN.match(text).end()
 
 
 class _Index:
-    """Token texts sorted, to find the tokens that start with a string (a range) or that a
-    string starts with (dictionary look-ups of its prefixes)."""
+    """Token texts sorted, to find by bisection the tokens that start with a string (a range) and
+    those whose whole text is a given string (the prefixes of a head)."""
 
     def __init__(self, pairs: Iterable[tuple[str, int]]):
         import torch
 
-        pairs = sorted(pairs)
-        self.texts = [t for t, _ in pairs]
-        self.ids = torch.tensor([i for _, i in pairs], dtype=torch.long)  # (N,)
+        texts, ids = [], []
+        for text, i in pairs:
+            texts.append(text)
+            ids.append(i)
+        order = sorted(range(len(texts)), key=texts.__getitem__)
+        self.texts = [texts[j] for j in order]
+        self.ids = torch.tensor([ids[j] for j in order], dtype=torch.long)  # (N,)
         self.ident_run = torch.tensor([_ident_run(t) for t in self.texts], dtype=torch.int32)  # (N,)
-        self.ranges: dict[str, tuple[int, int]] = {}
-        for j, text in enumerate(self.texts):
-            lo, _ = self.ranges.get(text, (j, j))
-            self.ranges[text] = (lo, j + 1)
+
+    def _exact(self, text: str) -> tuple[int, int]:
+        lo = bisect.bisect_left(self.texts, text)
+        if lo == len(self.texts) or self.texts[lo] != text:
+            return lo, lo
+        return lo, bisect.bisect_right(self.texts, text, lo)
 
     def matches(self, rest: str, ends_ident: bool) -> list:
         """Ids of the tokens consistent with ``rest``: their text is a prefix of it, or it is a
         prefix of their text and the boundary rule holds for the character after it."""
         out = []
         for k in range(1, len(rest) + 1):
-            span = self.ranges.get(rest[:k])
-            if span is not None:
-                out.append(self.ids[span[0] : span[1]])
-        lo = bisect.bisect_left(self.texts, rest)
+            lo, hi = self._exact(rest[:k])
+            if lo < hi:
+                out.append(self.ids[lo:hi])
+        lo, hi = self._exact(rest)
+        lo = hi  # the exact matches (first of the range of texts starting with ``rest``) are in
         hi = bisect.bisect_left(self.texts, rest + "\U0010ffff", lo)
-        if rest in self.ranges:
-            lo = self.ranges[rest][1]  # the exact matches (first in the range) are counted above
         if lo < hi:
             ids = self.ids[lo:hi]
             if ends_ident:
@@ -316,7 +321,7 @@ class TokenTable:
         # Optional constraints skip the spaces before an identifier: " name" is held like "name".
         self.spaced = _Index((t.lstrip(" "), i) for i, t in enumerate(self.texts) if t and t[0] == " " and t.lstrip(" "))
         # Tokens that, at the start of an optional constraint, begin no identifier (or only spaces).
-        free = [t is not None and (not t.lstrip(" ") or t.lstrip(" ")[0] not in _IDENT_START) for t in self.texts]
+        free = [t is not None and _IDENT_LEAD.match(t) is None for t in self.texts]
         free = torch.tensor(free, dtype=torch.bool)
         self.optional_free = free  # (V,)
         self.stats = {"constrained": 0, "released": 0}  # rows held by a constraint; rows let go
@@ -344,7 +349,12 @@ class TokenTable:
         relevant = [i for i, t in enumerate(self.texts) if t and (not _SPECIAL_CHARS.isdisjoint(t) or t[0].isdigit())]
         for state in _STATES:
             sig, bad, lead = [0] * size, [False] * size, [0] * size
+            # Inside a string only a token that can end it (its quote, a backslash, a newline) has
+            # any code in it; the rest is string text whatever it holds.
+            enders = None if state == "code" else (state, "\\", "\n")
             for i in relevant:
+                if enders is not None and not any(e in self.texts[i] for e in enders):
+                    continue
                 text = self.texts[i]
                 closers, inner_bad, lead_ops = _token_syntax(text, state)
                 if closers:

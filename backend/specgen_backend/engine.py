@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -47,7 +48,9 @@ class Engine:
         tokenizer = loaded.tokenizer
         self.fim = detect_fim(tokenizer.get_vocab())
         self.eos_ids = _end_token_ids(loaded)
-        self._tables: dict = {}  # logits width -> constraint.TokenTable (built once, on first use)
+        self._tables: dict = {}  # logits width -> constraint.TokenTable (built once per model)
+        self._tables_lock = threading.Lock()
+        threading.Thread(target=self._build_table, name="specgen-token-table", daemon=True).start()
         # The prompt and the new tokens must fit the positions the model was trained on.
         context = getattr(loaded.model.config, "max_position_embeddings", None) or 1 << 30
         self.max_prompt_tokens = max(16, min(config.max_prompt_tokens, context - config.max_new_tokens))
@@ -77,12 +80,25 @@ class Engine:
     # -- decoding held to the live state (constraint.py) -------------------------------------
 
     def token_table(self, size: int):
-        """The ``TokenTable`` of this model for logits of width ``size``, built on first use."""
-        if size not in self._tables:
-            from .constraint import TokenTable
+        """The ``TokenTable`` of this model for logits of width ``size`` (built once: started in
+        the background when the engine is made, waited for here on the first step)."""
+        with self._tables_lock:
+            if size not in self._tables:
+                from .constraint import TokenTable
 
-            self._tables[size] = TokenTable.from_tokenizer(self.loaded.tokenizer, size, self.eos_ids)
-        return self._tables[size]
+                self._tables[size] = TokenTable.from_tokenizer(self.loaded.tokenizer, size, self.eos_ids)
+            return self._tables[size]
+
+    def _build_table(self) -> None:
+        # A 150k vocabulary takes seconds of CPU: better while the server starts than in the
+        # model thread at the first request, where it would pause every user's decoding.
+        try:
+            head = self.loaded.model.get_output_embeddings()
+            size = getattr(head, "out_features", None) or getattr(getattr(head, "weight", None), "shape", [None])[0]
+            if size:
+                self.token_table(int(size))
+        except Exception:
+            log.exception("building the token table ahead of time failed; it is built at the first request")
 
     def sample_rows(self, request: Generate, states: list["_Row"], logits, generator):
         """Sample the next token of ``states`` (rows of one request) from their ``logits`` (n, V).
@@ -185,18 +201,20 @@ def _sample(logits, temperature: float, generator):
     import torch
 
     logits = logits.float()
-    finite = torch.isfinite(logits)  # (n, V): NaN, +inf and the masks' -inf are all out
-    if not bool(finite.any(dim=-1).all()):
+    top = logits.max(dim=-1).values  # (n,): NaN if the row has a NaN, +inf if it has one
+    broken = torch.isnan(top) | (top == float("inf"))
+    if bool(broken.any()):  # rare: sanitise only then (a full pass over (n, V) costs on big vocabularies)
+        logits = logits.masked_fill(~torch.isfinite(logits), float("-inf"))
+        top = logits.max(dim=-1).values
+    if bool((top == float("-inf")).any()):
         raise ValueError("no token has a finite logit (every token masked out, or the model produced NaN)")
-    broken = (torch.isnan(logits) | (logits == float("inf"))).any(dim=-1)  # (n,)
-    clean = logits.masked_fill(~finite, float("-inf"))
-    logp = torch.log_softmax(clean, dim=-1)  # (n, V)
-    greedy = clean.argmax(dim=-1)
+    logp = torch.log_softmax(logits, dim=-1)  # (n, V)
+    greedy = logits.argmax(dim=-1)
     if not temperature >= MIN_TEMPERATURE:  # also NaN
         tokens = greedy
     else:
         t = min(float(temperature), MAX_TEMPERATURE)
-        scaled = (clean - clean.max(dim=-1, keepdim=True).values) / t  # <= 0: exp cannot overflow
+        scaled = (logits - top.unsqueeze(-1)) / t  # <= 0: exp cannot overflow
         probs = torch.softmax(scaled, dim=-1).cpu()
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
         tokens = torch.where(broken, greedy, tokens)
