@@ -83,9 +83,8 @@ def start(
     children: list[Optional[forking.Child]] = []
     reasons: dict[int, str] = {}
     # Without the operating system's fence nothing runs (computed once; the first call
-    # compiles the filter and probes it, before the deadline starts).
+    # compiles the filter and probes it).
     fenced, why_not = forking.sandbox_status()
-    deadline = time.monotonic() + options.timeout_s
     for index, candidate in enumerate(candidates):
         if not forking.fork_available():
             reasons[index] = "not validated: this platform cannot fork"
@@ -103,6 +102,9 @@ def start(
             log.warning("could not fork to validate a candidate: %s", exc)
             reasons[index] = f"not validated: fork failed ({exc})"
             children.append(None)
+    # One deadline for all, counted from the last fork: forking a big kernel takes tens of
+    # milliseconds per child on a loaded machine, and the last child must get its full time too.
+    deadline = time.monotonic() + options.timeout_s
     return Pending(children=children, reasons=reasons, deadline=deadline)
 
 
