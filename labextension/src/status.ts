@@ -238,7 +238,11 @@ function verdictLabel(item: IItem): string {
     case 'defined':
       return 'defined, not exercised';
     case 'not_validated': {
-      const reason = tidy(item.detail).replace(/^not validated:?\s*/i, '');
+      // The reason without its parenthesised why ("no sandbox on this system (libseccomp not
+      // usable …)"): the bar has room for the what, the tooltip has the whole.
+      const reason = tidy(item.detail)
+        .replace(/^not validated:?\s*/i, '')
+        .split(' (')[0];
       return shorten(reason ? `? not validated: ${reason}` : '? not validated');
     }
   }

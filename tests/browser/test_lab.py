@@ -233,3 +233,40 @@ def test_stream_unvalidated_setting_shows_raw_text_before_validation(tmp_path, s
     assert raw, "the raw text was never drawn"
     # Validation then refused it: no text is left on screen.
     assert all(not g.strip() for g in page.locator(".jp-GhostText").all_inner_texts())
+
+
+def test_no_sandbox_on_the_system_is_said_once_and_marked_on_the_status_bar(tmp_path, sums_model, start_lab, browser, artifacts):
+    """On a system where the OS fence cannot be built (here libseccomp's bindings cannot be
+    imported in the kernel), suggestions come marked "not validated", and the page says "no
+    sandbox on this system" once (one notification) and keeps a marker on the status bar."""
+    from playwright.sync_api import expect
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _notebook(root / "demo.ipynb")
+    # What a machine without libseccomp looks like to the kernel: the bindings fail to import.
+    shadow = tmp_path / "no-seccomp"
+    shadow.mkdir()
+    (shadow / "pyseccomp.py").write_text('raise ImportError("libseccomp.so.2: cannot open shared object file")\n')
+    lab = start_lab(root, [f"--SpecgenExtension.model={sums_model}", "--SpecgenExtension.max_tokens=12",
+                           "--SpecgenExtension.temperature=1.0", "--SpecgenExtension.candidates=4",
+                           f"--SpecgenExtension.adapter_root={tmp_path / 'adapters'}"],
+                    env={"PYTHONPATH": str(shadow)}, log_name="lab-no-sandbox.log")
+    page, editor = _open_with_numbers(lab, browser)
+    status = page.locator(".jp-specgen-status")
+    page.keyboard.type("total = ", delay=30)
+    expect(page.locator(".jp-GhostText")).not_to_be_empty(timeout=60_000)
+    expect(status).to_contain_text("not validated: no sandbox on this system", timeout=30_000)
+    expect(status).to_contain_text("⚠ no sandbox")
+    toasts = page.locator(".Toastify__toast").filter(has_text="no sandbox on this system")
+    expect(toasts).to_have_count(1, timeout=10_000)
+    page.screenshot(path=str(artifacts / "no-sandbox.png"))
+    # More requests: still one notification, the marker stays.
+    page.keyboard.press("Escape")
+    editor.click()
+    page.keyboard.press("End")
+    page.keyboard.type(" + 1", delay=30)
+    page.wait_for_timeout(5_000)
+    expect(status).to_contain_text("⚠ no sandbox")
+    assert toasts.count() == 1
+    assert status.get_attribute("data-sandbox") == "missing"
