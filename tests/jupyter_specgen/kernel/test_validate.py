@@ -33,6 +33,6 @@ def test_outputs_are_bounded_and_the_value_is_described():
 
 
 def test_syntax_errors_report_their_line():
-    """A candidate that does not parse is 'raised' SyntaxError at its line of the cell."""
-    (v,) = validate({}, ["x = (\n"], prefix="a = 1\n", options=ValidateOptions(timeout_s=5))
+    """A candidate that does not parse (and is not an unfinished statement) is 'raised' SyntaxError at its line."""
+    (v,) = validate({}, ["x = )\n"], prefix="a = 1\n", options=ValidateOptions(timeout_s=5))
     assert (v.status, v.error_type, v.line) == ("raised", "SyntaxError", 2)
