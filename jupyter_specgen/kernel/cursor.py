@@ -81,6 +81,7 @@ class Site:
     typed: str = ""  # what the user typed of the head (an identifier, or a quote and the start of a label)
     given: tuple[str, ...] = ()  # parameter: keyword arguments already in the call
     accessor: str = ""  # column: "loc" for ``expr.loc[:, `` (``expr`` is then the frame)
+    positional: int = 0  # parameter: positional arguments already in the call (-1: unknown)
     note: str = ""  # why nothing is constrained (kind "")
 
 
@@ -392,8 +393,29 @@ def _in_brackets(stmt: list[_Tok], stack: list[int], match: dict[int, int], befo
         given = tuple(stmt[i].string for i in range(top + 1, len(stmt) - 1)
                       if stmt[i].type == tokenize.NAME and stmt[i + 1].string == "="
                       and _depth_between(stmt, top, i) == 0 and stmt[i - 1].string in ("(", ","))
-        return Site("parameter", expr=expr, given=given)
+        return Site("parameter", expr=expr, given=given, positional=_positional_count(stmt, top))
     return None
+
+
+def _positional_count(stmt: list[_Tok], top: int) -> int:
+    """Positional arguments already written in the call opened at ``top``; -1 when unknown (``*args``)."""
+    count = 0
+    depth = 0
+    arg: list[_Tok] = []
+    for tok in stmt[top + 1:]:
+        if tok.type == tokenize.OP and tok.string in _OPENERS:
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in _CLOSERS:
+            depth -= 1
+        if depth == 0 and tok.type == tokenize.OP and tok.string == ",":
+            if arg and arg[0].string in ("*", "**"):
+                return -1
+            if arg and not (len(arg) > 1 and arg[0].type == tokenize.NAME and arg[1].string == "="):
+                count += 1
+            arg = []
+        else:
+            arg.append(tok)
+    return count
 
 
 def _top_level(stmt: list[_Tok], opener: int, upto: Optional[int] = None) -> list[str]:
@@ -515,6 +537,10 @@ class _Raw:
     required: bool = True
     soft: bool = False  # required only once something is typed of the head (dict keys, Series labels)
     note: str = ""
+    # parameter: positional-only parameters (not in ``names``), then how many of ``names`` come
+    # first as positional-or-keyword: the positional arguments written fill those in order
+    positional_only: int = 0
+    positional_or_keyword: int = 0
 
 
 def start(
@@ -640,7 +666,9 @@ def _collect(pending: Pending) -> Answer:
         raw = _Raw(kind if kind in ("attribute", "column", "parameter") else "",
                    names=[n for n in report.get("names", []) if isinstance(n, str)],
                    required=bool(report.get("required", True)), soft=bool(report.get("soft", False)),
-                   note=str(report.get("note", "")) or "evaluated in a fork")
+                   note=str(report.get("note", "")) or "evaluated in a fork",
+                   positional_only=int(report.get("positional_only", 0) or 0),
+                   positional_or_keyword=int(report.get("positional_or_keyword", 0) or 0))
     if pending.cache is not None:
         pending.cache[pending.key] = raw  # a failure too: the next keystroke does not fork again for it
     return _final(raw, site, pending.names, pending.max_names)
@@ -667,7 +695,8 @@ def _child_main(node: ast.expr, namespace: Mapping[str, Any], site: Site, timeou
             value = eval(compile(ast.Expression(node), "<cursor>", "eval"), scope)  # noqa: S307 - fenced child
             raw = _raw(site, value, max_names, in_fork=True)
             report = {"kind": raw.kind, "names": raw.names, "required": raw.required, "soft": raw.soft,
-                      "note": raw.note or "evaluated in a fork"}
+                      "note": raw.note or "evaluated in a fork", "positional_only": raw.positional_only,
+                      "positional_or_keyword": raw.positional_or_keyword}
         except BaseException as exc:  # noqa: BLE001 - report whatever happened
             report = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         data = json.dumps(report, default=str).encode("utf-8", "replace")
@@ -682,7 +711,11 @@ def _final(raw: _Raw, site: Site, extra: list[str], max_names: int) -> Answer:
     """The answer for what is typed now (and, for a call, the keywords already given)."""
     if not raw.kind:
         return Answer(note=raw.note)
-    names = [n for n in raw.names if n.startswith(site.typed)]
+    names = raw.names
+    if raw.kind == "parameter" and site.positional > raw.positional_only:
+        # ``f(1, 2, `` has filled the first positional parameters: naming them again is a TypeError
+        names = names[min(site.positional - raw.positional_only, raw.positional_or_keyword):]
+    names = [n for n in names if n.startswith(site.typed)]
     required = raw.required or (raw.soft and bool(site.typed))
     if raw.kind == "parameter":
         # A positional argument may come instead of a keyword: the names at an expression's start too.
@@ -873,9 +906,11 @@ def _parameters(value: Any) -> _Raw:
     params = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return _Raw("", note="the callable takes **kwargs: any keyword may come")
+    kinds = [p.kind for p in params]
     return _Raw("parameter", [p.name + "=" for p in params
                               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)],
-                required=False)
+                required=False, positional_only=kinds.count(inspect.Parameter.POSITIONAL_ONLY),
+                positional_or_keyword=kinds.count(inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
 
 def _name_heads(namespace: Mapping[str, Any], before: str, after: str, notebook: Sequence[str],

@@ -44,7 +44,9 @@ def test_no_constraint(before):
 
 def test_given_keywords_and_bound_names():
     """Keywords already in the call are listed; names bound in the cell are known as such."""
-    assert cursor.locate("f(1, axis=0, ").given == ("axis",)
+    site = cursor.locate("f(1, axis=0, ")
+    assert (site.given, site.positional) == (("axis",), 1)
+    assert cursor.locate("f(*xs, ").positional == -1  # unknown: nothing is taken as filled
     bound = cursor.bound_in("a, b = 1, 2\nfor r in rows:\n    df['x'] = r\ndef g(p, *q, k=1): pass\nimport numpy as np")
     assert {"a", "b", "r", "g", "p", "q", "k", "np"} <= bound and "df" not in bound
 
