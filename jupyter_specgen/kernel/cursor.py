@@ -574,6 +574,8 @@ def start(
     extra = (_name_heads(namespace, before, after, notebook, hidden, site.typed, max_names)
              if site.kind == "parameter" else [])
     key = (site.kind, ast.dump(node), site.accessor, max_names)
+    if cache is not None and key not in cache and len(cache) >= _CACHE_ENTRIES:
+        cache.clear()  # bounded: many different expressions between two cells are rare
     if cache is not None and key in cache:
         cached = cache[key]
         if cached is _EVALUATING:
@@ -613,6 +615,7 @@ def start(
 
 # How long a fork evaluating an expression may run past its request's deadline, for the next one.
 _GRACE_S = 2.0
+_CACHE_ENTRIES = 256
 _EVALUATING = object()
 
 
