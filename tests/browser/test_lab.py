@@ -49,10 +49,12 @@ def lab(tmp_path, sums_model, start_lab):
     return start_lab(root, args), tmp_path / "feedback.sqlite"
 
 
-# Records every text drawn as ghost text, with the text typed on its line before it, from the
-# moment the page loads: a ghost shown for a few milliseconds is caught too.
+# Records every text drawn as ghost text, with the text typed on its line before it, and every
+# text of the status bar item, from the moment the page loads: what shows for a few milliseconds
+# is caught too.
 GHOST_RECORDER = """
 window.__specgenGhosts = [];
+window.__specgenStatus = [];
 new MutationObserver(() => {
   for (const ghost of document.querySelectorAll('.jp-GhostText')) {
     const line = ghost.closest('.cm-line');
@@ -62,6 +64,11 @@ new MutationObserver(() => {
     if (!last || last[0] !== typed || last[1] !== text) {
       window.__specgenGhosts.push([typed, text]);
     }
+  }
+  const status = document.querySelector('.jp-specgen-status');
+  const said = status ? status.textContent : '';
+  if (said && window.__specgenStatus[window.__specgenStatus.length - 1] !== said) {
+    window.__specgenStatus.push(said);
   }
 }).observe(document, { subtree: true, childList: true, characterData: true });
 """
@@ -138,6 +145,8 @@ def test_validated_suggestions_cycle_with_jupyterlabs_keys_and_tab_takes_the_one
     # The list grows as more candidates hold up; M ≥ 2 once a second one did.
     expect(counter).to_have_text(re.compile(r"^\d+/([2-9]|\d\d+)$"), timeout=60_000)
     expect(page.locator(".jp-specgen-status")).to_contain_text("✓ ran", timeout=30_000)
+    said = page.evaluate("window.__specgenStatus")
+    assert any(re.search(r"generating…|validating \d+/\d+", t) for t in said), said
     page.wait_for_timeout(2_000)  # let `done` settle the ranked list before cycling
     index, count = map(int, counter.inner_text().split("/"))
     assert count >= 2

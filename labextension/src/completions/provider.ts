@@ -14,7 +14,9 @@
 //   ordered best first once `done` arrives.
 // - With the provider setting `streamUnvalidated` (off by default) the request asks for raw
 //   `chunk`s and the first item streams candidate 0's raw text as before (JupyterLab's `stream`
-//   protocol: an incomplete item with a token), replaced by the best item at `done`.
+//   protocol: an incomplete item with a token), replaced by the first item that held up, then by
+//   the best at `done`. When none held up its text is emptied; JupyterLab keeps the empty item
+//   (counted "1/1") until the next keystroke, the price of asking for raw text.
 //
 // What is on screen goes to the feedback tracker, which reports whether the user took it (see
 // feedback.ts); progress and the reason nothing is shown go to the status bar.
