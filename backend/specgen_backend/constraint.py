@@ -68,6 +68,7 @@ __all__ = [
     "TokenTable",
     "HeadGuide",
     "RowGuide",
+    "Rule",
     "token_texts",
     "token_allowed",
     "eos_allowed",
@@ -323,6 +324,10 @@ class TokenTable:
         # Tokens that, at the start of an optional constraint, begin no identifier (or only spaces).
         free = [t is not None and _IDENT_LEAD.match(t) is None for t in self.texts]
         free = torch.tensor(free, dtype=torch.bool)
+        # Tokens that begin an identifier (after spaces), and special/partial ones: what an optional
+        # constraint refuses at its start unless they begin a head.
+        ident_led = torch.nonzero(~free).squeeze(1)  # (K,)
+        self.ident_led = ident_led[~torch.isin(ident_led, self.end_ids)]
         self.optional_free = free  # (V,)
         self.stats = {"constrained": 0, "released": 0}  # rows held by a constraint; rows let go
         self._build_syntax()
@@ -337,44 +342,45 @@ class TokenTable:
     def _build_syntax(self) -> None:
         import torch
 
-        size = self.size
         signatures: dict[tuple[str, ...], int] = {(): 0}
         self.syntax: dict[str, _Syntax] = {}
         number = [re.compile(p) for p in (r"\d*\.[\d.]", r"[\d.]", r"\d*\.\d*\.[\d.]")]
-        bans = [[False] * size for _ in number]
-        lead_comma = [False] * size
         inner_number = re.compile(r"(?<![\w.])(?:\d+\.\d*|\.\d+)\.[\d.]")
-        # Only tokens with a character the rules look at need reading (lists, then one tensor each:
-        # element-wise tensor writes cost microseconds apiece on a 150k vocabulary).
+        # Only tokens with a character the rules look at can be banned: the facts are kept for
+        # those alone (a quarter of a code vocabulary), so a step's work is in proportion to them.
         relevant = [i for i, t in enumerate(self.texts) if t and (not _SPECIAL_CHARS.isdisjoint(t) or t[0].isdigit())]
+        count = len(relevant)
+        self.relevant = torch.tensor(relevant, dtype=torch.long)  # (R,) token ids
+        bans = [[False] * count for _ in number]
+        lead_comma = [False] * count
         for state in _STATES:
-            sig, bad, lead = [0] * size, [False] * size, [0] * size
+            sig, bad, lead = [0] * count, [False] * count, [0] * count
             # Inside a string only a token that can end it (its quote, a backslash, a newline) has
             # any code in it; the rest is string text whatever it holds.
             enders = None if state == "code" else (state, "\\", "\n")
-            for i in relevant:
-                if enders is not None and not any(e in self.texts[i] for e in enders):
-                    continue
+            for j, i in enumerate(relevant):
                 text = self.texts[i]
+                if enders is not None and not any(e in text for e in enders):
+                    continue
                 closers, inner_bad, lead_ops = _token_syntax(text, state)
                 if closers:
-                    sig[i] = signatures.setdefault(closers[:_MAX_CLOSERS], len(signatures))
+                    sig[j] = signatures.setdefault(closers[:_MAX_CLOSERS], len(signatures))
                 if state == "code" and "'" not in text and '"' not in text and "#" not in text and inner_number.search(text):
                     inner_bad = True
-                bad[i], lead[i] = inner_bad, lead_ops
+                bad[j], lead[j] = inner_bad, lead_ops
                 if state == "code":
-                    lead_comma[i] = text.lstrip(" \t").startswith(",")
+                    lead_comma[j] = text.lstrip(" \t").startswith(",")
                     for ban, pattern in zip(bans, number):
-                        ban[i] = pattern.match(text) is not None
+                        ban[j] = pattern.match(text) is not None
             self.syntax[state] = _Syntax(
                 sig=torch.tensor(sig, dtype=torch.long), inner_bad=torch.tensor(bad, dtype=torch.bool), lead_ops=torch.tensor(lead, dtype=torch.int32)
-            )
-        self.number_bans = [torch.tensor(ban, dtype=torch.bool) for ban in bans]  # see _number_state
-        self.lead_comma = torch.tensor(lead_comma, dtype=torch.bool)
+            )  # each (R,)
+        self.number_bans = [torch.tensor(ban, dtype=torch.bool) for ban in bans]  # (R,) each; see _number_state
+        self.lead_comma = torch.tensor(lead_comma, dtype=torch.bool)  # (R,)
         self.signatures = sorted(signatures, key=signatures.get)  # index -> closers
 
-    def syntax_mask(self, scanner: CodeScanner):
-        """(V,) bool: the tokens the syntax rules allow after the scanner's text; None: all."""
+    def syntax_banned(self, scanner: CodeScanner):
+        """The token ids (K,) the syntax rules refuse after the scanner's text; None: no rule here."""
         import torch
 
         state = scanner.state
@@ -388,23 +394,34 @@ class TokenTable:
             _number_state(scanner.tail) if code else 0,
             tuple(scanner.stack[-_MAX_CLOSERS:]),
         )
-        mask = self._syntax_cache.get(key)
-        if mask is not None:
-            return mask
+        banned_ids = self._syntax_cache.get(key)
+        if banned_ids is not None:
+            return banned_ids
         facts = self.syntax[state]
         stack = key[-1]
         ok = torch.tensor([_closes(sig, stack) for sig in self.signatures], dtype=torch.bool)  # (S,)
-        banned = facts.inner_bad | ~ok[facts.sig]
+        banned = facts.inner_bad | ~ok[facts.sig]  # (R,)
         if code:
             banned |= (facts.lead_ops > 0) & (facts.lead_ops + key[1] > MAX_OPERATOR_RUN)
             if key[2]:
                 banned |= self.lead_comma
             if key[3]:
                 banned |= self.number_bans[key[3] - 1]
-        mask = ~banned
+        banned_ids = self.relevant[banned]
         if len(self._syntax_cache) > 4096:
             self._syntax_cache.clear()
-        self._syntax_cache[key] = mask
+        self._syntax_cache[key] = banned_ids
+        return banned_ids
+
+    def syntax_mask(self, scanner: CodeScanner):
+        """(V,) bool: the tokens the syntax rules allow after the scanner's text; None: all."""
+        import torch
+
+        banned = self.syntax_banned(scanner)
+        if banned is None:
+            return None
+        mask = torch.ones(self.size, dtype=torch.bool)
+        mask[banned] = False
         return mask
 
 
@@ -475,17 +492,18 @@ def syntax_mask(table: TokenTable, scanner: CodeScanner):
 
 
 class HeadGuide:
-    """The heads of one request's constraint, shared by its rows, with masks cached by row state."""
+    """The heads of one request's constraint, shared by its rows, with rules cached by row state."""
 
     def __init__(self, constraint: Constraint, table: TokenTable):
         self.constraint = constraint
         self.table = table
         self.rests = _rests(constraint)
         self.optional = _optional(constraint)
-        self._cache: dict[tuple[bool, str], object] = {}
+        self._cache: dict[tuple[bool, str], Rule] = {}
 
-    def mask(self, undecided: bool, body: str):
-        """(V,) bool of the allowed tokens for a row at ``body``; an all-False mask: none."""
+    def rule(self, undecided: bool, body: str) -> "Rule":
+        """The tokens a row at ``body`` may take: ``only`` these ids (a head pending; empty:
+        none can continue it), or all but the ``ban`` ids (optional, no identifier begun)."""
         import torch
 
         key = (undecided, body)
@@ -499,15 +517,49 @@ class HeadGuide:
             parts += table.full.matches(rest, ends_ident)
             if undecided:
                 parts += table.spaced.matches(rest, ends_ident)
-        mask = table.optional_free.clone() if undecided else torch.zeros(table.size, dtype=torch.bool)
-        if parts:
-            mask[torch.cat(parts)] = True
-        if undecided or any(rest == "" for rest, _ in live):
-            mask[table.end_ids] = True
+        ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+        if undecided:
+            # Whatever begins an identifier, unless it begins a head; the rest (and EOS) is free.
+            rule = Rule("ban", table.ident_led[~torch.isin(table.ident_led, ids)])
+        else:
+            if any(rest == "" for rest, _ in live):  # a head just completed: the row may end
+                ids = torch.cat([ids, table.end_ids])
+            rule = Rule("only", ids)
         if len(self._cache) > 1024:
             self._cache.clear()
-        self._cache[key] = mask
+        self._cache[key] = rule
+        return rule
+
+    def mask(self, undecided: bool, body: str):
+        """``rule`` as a (V,) bool mask of the allowed tokens."""
+        return self.rule(undecided, body).mask(self.table.size)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which tokens a row may take: ``only`` the ids, or all but the ``ban`` ids."""
+
+    kind: str  # "only" | "ban"
+    ids: object  # (K,) long
+
+    def mask(self, size: int):
+        import torch
+
+        mask = torch.zeros(size, dtype=torch.bool) if self.kind == "only" else torch.ones(size, dtype=torch.bool)
+        mask[self.ids] = self.kind == "only"
         return mask
+
+    def apply(self, row) -> None:
+        """Set the refused tokens of ``row`` (V,) logits to -inf, in place."""
+        import torch
+
+        if self.kind == "ban":
+            row.index_fill_(0, self.ids.to(row.device), float("-inf"))
+        else:
+            ids = self.ids.to(row.device)
+            kept = row[ids]
+            row.fill_(float("-inf"))
+            row[ids] = kept
 
 
 class RowGuide:
@@ -529,20 +581,30 @@ class RowGuide:
             if self.mode == "pending" and _complete("", heads.rests):
                 self.mode = "free"
 
-    def mask(self, table: TokenTable):
-        """(V,) bool of this row's allowed tokens, or None for no restriction."""
-        syntax = table.syntax_mask(self.scanner)
+    def rule(self, table: TokenTable) -> Optional[Rule]:
+        """What this row may take next (None: anything): its constraint's rule less what the
+        syntax rules refuse (the constraint wins where the two leave nothing)."""
+        import torch
+
+        banned = table.syntax_banned(self.scanner)
+        syntax = None if banned is None or not len(banned) else Rule("ban", banned)
         if self.mode == "free":
             return syntax
-        head = self.heads.mask(self.mode == "undecided", self.body)
-        if not bool(head.any()):
+        head = self.heads.rule(self.mode == "undecided", self.body)
+        if head.kind == "only" and not len(head.ids):
             self._release()
             return syntax
         if syntax is None:
             return head
-        both = head & syntax
-        # The constraint wins over the syntax rules (a head is always a valid token run).
-        return both if bool(both.any()) else head
+        if head.kind == "ban":
+            return Rule("ban", torch.cat([head.ids, banned]))
+        kept = head.ids[~torch.isin(head.ids, banned)]
+        return Rule("only", kept) if len(kept) else head
+
+    def mask(self, table: TokenTable):
+        """``rule`` as a (V,) bool mask, or None for no restriction."""
+        rule = self.rule(table)
+        return None if rule is None else rule.mask(table.size)
 
     def _release(self) -> None:
         log.debug("constraint released: no token continues %r toward %d heads", self.body, len(self.heads.rests))

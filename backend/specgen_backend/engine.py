@@ -112,11 +112,18 @@ class Engine:
         table = self.token_table(logits.shape[-1])
         if any(state.guide is None for state in states):
             self._attach_guides(request, states, table)
-        masks = [None if state.done else state.guide.mask(table) for state in states]
-        if any(m is not None for m in masks):
-            full = torch.ones(table.size, dtype=torch.bool)
-            allowed = torch.stack([full if m is None else m for m in masks]).to(logits.device)  # (n, V)
-            logits = logits.masked_fill(~allowed, float("-inf"))
+        rules = [None if state.done else state.guide.rule(table) for state in states]
+        if any(rule is not None for rule in rules):
+            # Sparse: a rule names the few tokens it refuses or the few it keeps, so a step costs in
+            # proportion to those, not to the vocabulary times the rows.
+            masked = logits.clone()  # (n, V); the batch's own logits stay as the model gave them
+            for k, rule in enumerate(rules):
+                if rule is not None:
+                    rule.apply(masked[k])
+            lost = torch.isneginf(masked.max(dim=-1).values)  # (n,): a rule left the row nothing
+            for k in torch.nonzero(lost).flatten().tolist():
+                masked[k] = logits[k]  # then it decodes unmasked rather than not at all
+            logits = masked
         tokens, logprobs = _sample(logits, request.temperature, generator)
         for state, token in zip(states, tokens.tolist()):
             if not state.done:
@@ -127,8 +134,15 @@ class Engine:
         from .constraint import HeadGuide, RowGuide
 
         # The active cell's text before the cursor sets the brackets and strings open at the cursor.
+        # Read in Python a character at a time, in the model thread: a huge cell is read from a line
+        # start in its last few kilobytes (a bracket opened before that is not seen, and closing it
+        # is then refused by the syntax mask: a small loss against pausing every user's decoding).
+        prefix = request.context.prefix
+        if len(prefix) > MAX_SCANNED_PREFIX:
+            tail = prefix[-MAX_SCANNED_PREFIX:]
+            prefix = tail[tail.find("\n") + 1 :]
         scanner = CodeScanner()
-        scanner.feed(request.context.prefix)
+        scanner.feed(prefix)
         statement = mid_line(request.context)
         heads = HeadGuide(request.constraint, table) if request.constraint is not None else None
         for state in states:
@@ -180,6 +194,8 @@ class _Row:
         self.emitted = end
         return delta
 
+
+MAX_SCANNED_PREFIX = 8192  # characters of the cell before the cursor read for brackets and strings
 
 # Temperatures below this sample like greedy decoding (and dividing by a denormal overflows);
 # above the ceiling the distribution is flat to float precision anyway.
