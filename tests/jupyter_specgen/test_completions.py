@@ -56,15 +56,31 @@ async def test_extension_is_enabled(jp_serverapp):
 
 
 async def test_complete_streams_chunks_and_ends_with_done(jp_serverapp, jp_ws_fetch, tiny_model):
-    """A completion request through the server gets streamed chunks and a final `done`."""
+    """A request with stream=true gets raw chunks, then a final `done`; without a kernel its items are
+    shown "not_validated", saying why."""
     ws, status = await _open(jp_ws_fetch)
     assert status["model"] == Path(tiny_model).name and status["device"] == "cpu"  # a folder is shown by its name
-    ws.write_message(_complete(1))
+    ws.write_message(_complete(1, stream=True))
     frames = await _final(ws, 1)
     assert frames[-1]["type"] == "done", frames[-1]
-    assert frames[-1]["items"], "the tiny model always produces some text in 16 tokens"
     streamed = "".join(f["text"] for f in frames if f["type"] == "chunk" and f["candidate"] == 0)
-    assert streamed.strip()
+    assert streamed, "the tiny model always produces some text in 16 tokens"
+    items = frames[-1]["items"]
+    assert items or frames[-1]["summary"].startswith("no suggestion: "), frames[-1]
+    assert all(i["verdict"] == "not_validated" and i["detail"] == "not validated: no kernel" for i in items), items
+    shown = [f["item"] for f in frames if f["type"] == "shown"]
+    assert sorted(i["text"] for i in shown) == sorted(i["text"] for i in items)
+    ws.close()
+
+
+async def test_without_stream_no_raw_text_is_sent(jp_serverapp, jp_ws_fetch):
+    """By default nothing unvalidated is streamed: progress frames, then shown items, then `done`."""
+    ws, _ = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1))
+    frames = await _final(ws, 1)
+    kinds = [f["type"] for f in frames]
+    assert "chunk" not in kinds and kinds[-1] == "done", kinds
+    assert [f["stage"] for f in frames if f["type"] == "progress"][:1] == ["generating"], frames
     ws.close()
 
 

@@ -87,16 +87,10 @@ async def _kernel(jp_fetch, jp_serverapp, code: str = SETUP) -> str:
     km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
     client = AsyncKernelClient()
     client.load_connection_info(km.get_connection_info(session=False))
+    client.hb_channel.time_to_dead = 10.0  # a kernel still importing on a loaded machine is not dead
     client.start_channels()
     try:
-        for attempt in range(6):
-            try:  # a kernel still importing on a loaded machine misses heartbeats and reads as dead
-                await client.wait_for_ready(timeout=60)
-                break
-            except RuntimeError:
-                if attempt == 5:
-                    raise
-                await asyncio.sleep(2)
+        await client.wait_for_ready(timeout=120)
         reply = await client.execute_interactive(code, timeout=60)
         assert reply["content"]["status"] == "ok", reply["content"]
     finally:
@@ -221,4 +215,49 @@ async def test_with_validation_off_candidates_are_shown_not_validated_with_the_r
     done = (await _frames(ws, 1))[-1]
     assert [i["verdict"] for i in done["items"]] == ["not_validated", "not_validated"]
     assert all("validation is off" in i["detail"] for i in done["items"]), done["items"]
+    ws.close()
+
+
+async def test_the_frames_columns_reach_the_backend_as_the_constraint(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """After `sales[` the backend is asked to hold the head to the live frame's column labels."""
+    backend = _script(jp_serverapp, ["'qzunits']"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "sales["))
+    done = (await _frames(ws, 1))[-1]
+    constraint = backend.calls[-1]["constraint"]
+    assert constraint is not None and constraint.kind == "column", constraint
+    assert {"'qzunits'", "'qzprice'"} <= set(constraint.names), constraint
+    assert [i["text"] for i in done["items"]] == ["'qzunits']"]
+    ws.close()
+
+
+@pytest.mark.parametrize("specgen_config", [{"constrain": False}])
+async def test_with_constrain_off_no_constraint_is_sent(jp_fetch, jp_ws_fetch, jp_serverapp, specgen_config):
+    """constrain=False alone: the backend decodes freely, and validation still runs."""
+    backend = _script(jp_serverapp, ["'qzunits']", "'nope']"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "sales["))
+    done = (await _frames(ws, 1))[-1]
+    assert backend.calls[-1]["constraint"] is None
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("'qzunits']", "ran")], done
+    ws.close()
+
+
+@pytest.mark.parametrize("specgen_config", [{"validate": False, "candidates": 4, "max_tokens": 16}])
+async def test_constrained_decoding_writes_one_of_the_frames_columns(jp_fetch, jp_ws_fetch, jp_serverapp,
+                                                                     specgen_config):
+    """The real backend with the tiny model: after `sales[` every candidate begins with one of the live
+    frame's column labels, which appear nowhere in the notebook's code (validation off: the raw heads)."""
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    cells = [{"cell_type": "code", "source": SETUP}, {"cell_type": "code", "source": "sales["}]
+    body = json.loads(_complete(1, kernel_id, "sales[", cells=cells))
+    body["active"] = 1
+    ws.write_message(json.dumps(body))
+    done = (await _frames(ws, 1))[-1]
+    assert done["type"] == "done" and done["items"], done
+    for item in done["items"]:
+        assert item["text"].startswith(("'qzunits'", "'qzprice'", '"qzunits"', '"qzprice"')), item
     ws.close()

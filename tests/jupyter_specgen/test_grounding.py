@@ -19,9 +19,10 @@ async def _kernel_with_frame(jp_fetch, jp_serverapp) -> str:
     km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
     client = AsyncKernelClient()
     client.load_connection_info(km.get_connection_info(session=False))
+    client.hb_channel.time_to_dead = 10.0  # a kernel still importing on a loaded machine is not dead
     client.start_channels()
     try:
-        await client.wait_for_ready(timeout=60)
+        await client.wait_for_ready(timeout=120)
         code = "import pandas as pd\nsales = pd.DataFrame({'price': [1.5, 2.0], 'units': [3, 4]})"
         reply = await client.execute_interactive(code, timeout=60)
         assert reply["content"]["status"] == "ok", reply["content"]
