@@ -261,3 +261,31 @@ async def test_constrained_decoding_writes_one_of_the_frames_columns(jp_fetch, j
     for item in done["items"]:
         assert item["text"].startswith(("'qzunits'", "'qzprice'", '"qzunits"', '"qzprice"')), item
     ws.close()
+
+
+async def test_a_function_body_is_exercised_with_the_notebooks_own_call(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Inside a def whose call the notebook has, a body that raises when called is never shown; one that
+    runs is shown "ran"."""
+    _script(jp_serverapp, ["s.qzunits.sum()", "df.qzunits.sum()"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    prefix = "def total(df):\n    return "
+    cells = [{"cell_type": "code", "source": prefix}, {"cell_type": "code", "source": "total(sales)"}]
+    ws.write_message(_complete(1, kernel_id, prefix, cells=cells))
+    done = (await _frames(ws, 1))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("df.qzunits.sum()", "ran")], done
+    assert done["rejected"] == 1
+    ws.close()
+
+
+async def test_a_function_body_never_called_is_shown_as_defined(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Inside a def the notebook never calls, a body that defines cleanly is "defined", not "ran"."""
+    _script(jp_serverapp, ["df.qzunits.sum()"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    prefix = "def total(df):\n    return "
+    ws.write_message(_complete(1, kernel_id, prefix))
+    done = (await _frames(ws, 1))[-1]
+    assert [i["verdict"] for i in done["items"]] == ["defined"], done
+    assert "not exercised" in done["items"][0]["detail"]
+    ws.close()
