@@ -130,6 +130,22 @@ class Engine:
                 state.guide.advance(table.texts[token], token in self.eos_ids)
         return tokens, logprobs
 
+    def row_text(self, ids: list[int]) -> str:
+        """The text of a row's generated ``ids``.
+
+        SentencePiece decoders drop the space of a sequence's first piece (``▁x`` alone decodes as
+        ``x``), but a completion's first token continues the text before the cursor: its space is
+        part of the suggestion (``x =`` + `` 5``). Byte-level decoders keep it already.
+        """
+        text = self.loaded.tokenizer.decode(ids, skip_special_tokens=True)
+        if ids and not text.startswith(" ") and self._tables:
+            first = next(iter(self._tables.values())).texts
+            lead = first[ids[0]] if ids[0] < len(first) else None
+            bare = lead.lstrip(" ") if lead else ""
+            if lead and bare != lead and text.startswith(bare):
+                text = lead[: len(lead) - len(bare)] + text
+        return text
+
     def _attach_guides(self, request: Generate, states: list["_Row"], table) -> None:
         from .constraint import HeadGuide, RowGuide
 

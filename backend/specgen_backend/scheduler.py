@@ -284,7 +284,6 @@ class Scheduler:
     def _sample_job(self, job: Job, live: list[int], tokens, now: float) -> None:
         """Sample the next token of ``job``'s rows (batch positions ``live``) into ``tokens``;
         update their text, stops and streams."""
-        tokenizer = self.engine.loaded.tokenizer
         states = [job.states[self._rows[i].index] for i in live]
         sampled, logprobs = self.engine.sample_rows(job.request, states, self._logits[live], job.generator)
         job.steps += 1
@@ -300,7 +299,7 @@ class Scheduler:
                 state.finish("stop")
             else:
                 state.ids.append(token)
-                state.text = tokenizer.decode(state.ids, skip_special_tokens=True)
+                state.text = self.engine.row_text(state.ids)
                 state.check_stop()
             if not state.done and job.steps >= max_tokens:
                 state.finish("length")

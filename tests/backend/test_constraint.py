@@ -121,13 +121,7 @@ def test_byte_level_token_texts(tokenizer, table):
 
 def test_sentencepiece_token_texts():
     """SentencePiece pieces: ▁ is a space, <0xNN> pieces are bytes (None when not a whole character)."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "</s>": 1, "\u2581units": 2, "units": 3, "<0x0A>": 4, "<0xC3>": 5, "\u2581": 6, "(": 7}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
-    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
+    fast = _sentencepiece_tokenizer()
     texts = token_texts(fast)
     assert texts[2] == " units" and texts[3] == "units" and texts[4] == "\n" and texts[5] is None
     assert texts[6] == " " and texts[0] is None and texts[1] is None
@@ -355,3 +349,27 @@ async def test_constrained_heads_for_every_row_of_a_mixed_batch(backend):
     free = [c["text"] for c in answers["f"]["candidates"]]
     assert not any(_starts_with_head(t, attribute) for t in free)  # the constraint, not the model, made the heads
     await ws.close()
+
+
+def test_first_token_keeps_its_space_with_sentencepiece():
+    """A SentencePiece decoder drops a sequence's first ▁; the row text keeps it (the completion continues the line)."""
+    from types import SimpleNamespace
+
+    from specgen_backend.engine import Engine
+
+    tokenizer = _sentencepiece_tokenizer()
+    engine = Engine.__new__(Engine)  # only the row text is exercised: no model needed
+    engine.loaded = SimpleNamespace(tokenizer=tokenizer)
+    engine._tables = {len(tokenizer): TokenTable.from_tokenizer(tokenizer, len(tokenizer), {1})}
+    assert tokenizer.decode([2, 7]) == "units("  # what the decoder alone gives
+    assert engine.row_text([2, 7]) == " units(" and engine.row_text([3, 7]) == "units("
+
+
+def _sentencepiece_tokenizer():
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "</s>": 1, "\u2581units": 2, "units": 3, "<0x0A>": 4, "<0xC3>": 5, "\u2581": 6, "(": 7}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
