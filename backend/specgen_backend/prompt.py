@@ -311,7 +311,8 @@ class CodeScanner:
 
     def feed(self, text: str) -> int:
         """Advance over ``text``; return the index in it of the first newline that ends a
-        statement (outside brackets, strings and comments, not after a backslash), or -1."""
+        statement (outside brackets, strings and comments, not after a backslash nor after a
+        block header's colon), or -1."""
         end = -1
         for i, ch in enumerate(text):
             if self._step(ch) and end < 0:
@@ -328,7 +329,9 @@ class CodeScanner:
 
     def _end_of_line(self) -> bool:
         self.run, self.tail = 0, ""
-        return not self.stack
+        # After a block header (``for x in y:``) the statement goes on into its body: the end is
+        # the end of the body's first line, not an empty suggestion at the end of the header.
+        return not self.stack and self.last != ":"
 
     def _step(self, ch: str) -> bool:
         if self._pending:

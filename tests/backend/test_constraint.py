@@ -170,6 +170,7 @@ def test_mid_line_and_statement_end():
     assert scanner.feed(")\nz = 1") == 1
     assert CodeScanner().feed("s = '''a\nb'''\n") == 13
     assert CodeScanner().feed("x = 1 + \\\n 2\n") == 12
+    assert CodeScanner().feed("for x in y:  # each\n\n    print(x)\nz") == len("for x in y:  # each\n\n    print(x)")
 
 
 def test_cell_separator_stops_anywhere():
