@@ -1,10 +1,11 @@
 """Suggestion quality end to end: the real Jupyter server, a real kernel, the embedded model.
 
-For each configuration a fresh ``jupyter server`` (the jupyter_specgen extension, its own child
-backend with the server's default model, a token, a free loopback port, empty data dirs) and one
-kernel started through its REST API. For each notebook of the case set (``quality_cases/``) the
-kernel is reset and runs the notebook's setup cells; then for each case a browser-side client
-sends ``complete`` over ``/specgen/ws`` and reads ``progress``/``shown``/``done`` (or ``error``).
+Per configuration a fresh ``jupyter server`` (the jupyter_specgen extension and its own child
+backend with the server's default model; a token, a free loopback port, empty data, runtime and
+config dirs) and one kernel started through its REST API. The servers start together; then each
+case runs on every configuration in turn, one request at a time. For a case, the kernel (reset
+when the notebook changes) has run the notebook's setup cells; a browser-side client sends
+``complete`` over ``/specgen/ws`` and reads ``progress``/``shown`` up to ``done`` (or ``error``).
 The best item (first of ``done.items``; the shown ones if ``done`` has none) is the suggestion;
 its cell ``prefix + suggestion + suffix`` runs in a fork of the kernel and the case's check is
 evaluated there (``quality_cases/harness.py``).
@@ -12,23 +13,25 @@ evaluated there (``quality_cases/harness.py``).
 Printed per configuration (one row each, then the same as a markdown table):
 
 - shown: share of cases where a suggestion reached the browser;
-- exec|shown, check|shown: of those, the share whose cell executes / whose check passes;
-- check: check passes over all cases; check(live): over the cases needing live state;
+- exec of shown, check of shown: of those, the share whose cell executes / whose check passes;
+- check: check passes over all cases; check (live): over the cases needing live state;
 - exact: the suggestion equals the reference (whitespace-normalised), over all cases;
-- first ghost text, ms, p50/p95: from sending ``complete`` to the first ``shown`` frame (to a
-  ``done`` with items when the server sends no ``shown``); "cold" is the case's first request
-  (a new cell; each case's notebook starts with its own title cell, so no two cases share a
-  prompt prefix from the first token), "warm" the next keystroke on the same cell (the first
-  character of the cold suggestion typed, or the same request again when nothing was shown);
-- counts: cases, shown, live-state cases, latencies measured (cold/warm), requests that failed.
+- cold/warm p50/p95 ms: from sending ``complete`` to the first ghost text, i.e. the first
+  ``shown`` frame (a ``done`` with items when the server sends no ``shown``). "cold" is a case's
+  first request (a new cell; every case's notebook starts with its own title cell, so no two
+  cases share a prompt prefix from the first token); "warm" the next keystroke on that cell (the
+  first character of the cold suggestion typed, or the same request again when nothing was
+  shown), cancelled once its ghost text is there as typing on would;
+- n: cases, shown, live-state cases, latencies measured (cold, warm), requests that failed.
 
     python benchmarks/bench_quality.py [--cases N] [--configs default,validation-off,...]
-        [--out results.json] [--quick] [--decontaminate]
+        [--minutes M] [--out results.json] [--quick] [--decontaminate]
 
-``--quick``: 20 cases (one per notebook). ``--decontaminate``: check the case set against the
-default model's training corpus instead (see ``quality_cases/decontaminate.py``).
-The full set takes ~4 s a case and configuration on 2 busy cores; ``--cases`` takes an even
-spread over the notebooks.
+``--cases N`` takes N cases spread over the notebooks (round robin); ``--quick`` is 20 of them
+(one per notebook); ``--minutes M`` starts no case after M minutes (all configurations then still
+ran the same cases). ``--decontaminate`` checks the case set against the default model's
+training corpus instead (``quality_cases/decontaminate.py``). A case costs each configuration
+two requests and a check: ~5 s on 2 idle cores, a minute or more when 8 people share them.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 from jupyter_specgen.protocol import PROTOCOL_VERSION  # noqa: E402
 from quality_cases import Case, Markdown, Notebook, notebooks, select  # noqa: E402
 
-__all__ = ["CONFIGS", "Server", "run_config", "summarize", "main"]
+__all__ = ["CONFIGS", "Server", "Kernel", "Session", "run_configs", "summarize", "markdown_table", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -347,56 +350,88 @@ async def _run_case(ws, kernel: Kernel, nb: Notebook, case: Case, ids: _Ids) -> 
     return record
 
 
-async def run_config(name: str, args: list[str], cases: list[Case], *, deadline: Optional[float] = None) -> dict:
-    """Run ``cases`` in order on a fresh server started with ``args``; the per-case records.
+class Session:
+    """One configuration: its own fresh server, its browser websocket and its kernel."""
 
-    No case starts after ``deadline`` (``time.monotonic()``); the ones run are a prefix of
-    ``cases``, so configurations cut short are compared on the cases they all ran.
-    """
-    by_nb = {nb.id: nb for nb in notebooks()}
-    records: list[dict] = []
-    load = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(prefix=f"specgen-quality-{name}-") as tmp:
-        server = Server(Path(tmp), args)
-        kernel = Kernel(server)
-        started = time.perf_counter()
+    def __init__(self, name: str, args: list[str], root: Path):
+        self.name, self.args = name, args
+        self.server = Server(root, args)
+        self.kernel = Kernel(self.server)
+        self.ws = None
+        self.model = ""
+        self.records: list[dict] = []
+        self._ids = _Ids()
+        self._current: Optional[Notebook] = None
+        self._problem = ""
+        self._by_nb = {nb.id: nb for nb in notebooks()}
+
+    async def start(self) -> None:
         try:
-            await server.start()
-            async with connect(f"ws://127.0.0.1:{server.port}/specgen/ws", max_size=None,
-                               additional_headers={"Authorization": f"token {server.token}"}) as ws:
-                status = {}
-                while status.get("state") != "ready":
-                    status = json.loads(await asyncio.wait_for(ws.recv(), 300))
-                    if status.get("type") == "status" and status.get("state") == "error":
-                        raise RuntimeError(f"backend: {status.get('message')}")
-                model = status.get("model", "")
-                await kernel.start()
-                ids = _Ids()
-                current, problem = None, ""
-                with tqdm(total=len(cases), desc=name, leave=True, file=sys.stderr) as bar:
-                    for case in cases:
-                        if deadline is not None and time.monotonic() > deadline:
-                            log.warning("%s: time is up after %d of %d cases", name, len(records), len(cases))
-                            break
-                        nb = by_nb[case.notebook]
-                        if nb is not current:  # a fresh namespace with that notebook's setup
-                            problem, current = await kernel.setup(nb), nb
-                        if problem:
-                            records.append({"case": case.id, "live_state": case.live_state, "final": "setup",
-                                            "error": problem, "shown": False, "executed": False, "passed": False,
-                                            "exact": False, "cold_ms": None, "warm_ms": None})
-                        else:
-                            records.append(await _run_case(ws, kernel, nb, case, ids))
-                        bar.update(1)
-                await kernel.stop()
-                load.append(os.getloadavg()[0])
+            await self.server.start()
+            self.ws = await connect(f"ws://127.0.0.1:{self.server.port}/specgen/ws", max_size=None,
+                                    additional_headers={"Authorization": f"token {self.server.token}"})  # fmt: skip
+            status: dict = {}
+            while status.get("state") != "ready":
+                status = json.loads(await asyncio.wait_for(self.ws.recv(), 300))
+                if status.get("type") == "status" and status.get("state") == "error":
+                    raise RuntimeError(f"backend: {status.get('message')}")
+            self.model = status.get("model", "")
+            await self.kernel.start()
         except Exception:
-            log.error("configuration %s failed; server log:\n%s", name, server.log_tail())
+            log.error("configuration %s did not start; server log:\n%s", self.name, self.server.log_tail())
             raise
+
+    async def run(self, case: Case) -> dict:
+        nb = self._by_nb[case.notebook]
+        if nb is not self._current:  # a fresh namespace with that notebook's setup
+            self._problem, self._current = await self.kernel.setup(nb), nb
+        if self._problem:
+            record = {"case": case.id, "live_state": case.live_state, "final": "setup", "error": self._problem,
+                      "shown": False, "executed": False, "passed": False, "exact": False, "cold_ms": None, "warm_ms": None}
+        else:
+            record = await _run_case(self.ws, self.kernel, nb, case, self._ids)
+        self.records.append(record)
+        return record
+
+    async def stop(self) -> None:
+        try:
+            await self.kernel.stop()
+            if self.ws is not None:
+                await self.ws.close()
         finally:
-            await server.stop()
-    return {"config": name, "args": args, "model": model, "wall_s": round(time.perf_counter() - started, 1),
-            "load_1min": load, "records": records}
+            await self.server.stop()
+
+
+async def run_configs(configs: list[str], cases: list[Case], *, deadline: Optional[float] = None) -> list[dict]:
+    """Run ``cases`` on one fresh server per configuration; per configuration, the records.
+
+    The servers start together (their start-up is most of the waiting on a busy machine), then
+    each case runs on every configuration in turn, one request at a time, so no two
+    configurations ever compete for the CPU during a measurement, and a run cut short by
+    ``deadline`` (``time.monotonic()``; no case starts after it) still compares all
+    configurations on the same cases.
+    """
+    with tempfile.TemporaryDirectory(prefix="specgen-quality-") as tmp:
+        sessions = [Session(name, CONFIGS[name], Path(tmp) / name) for name in configs]
+        started = time.perf_counter()
+        load = [os.getloadavg()[0]]
+        try:
+            await asyncio.gather(*(s.start() for s in sessions))
+            startup_s = time.perf_counter() - started
+            with tqdm(total=len(cases) * len(sessions), desc="cases x configurations", file=sys.stderr) as bar:
+                for case in cases:
+                    if deadline is not None and time.monotonic() > deadline:
+                        log.warning("time is up after %d of %d cases", len(sessions[0].records), len(cases))
+                        break
+                    for session in sessions:
+                        await session.run(case)
+                        bar.update(1)
+            load.append(os.getloadavg()[0])
+        finally:
+            await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
+    return [{"config": s.name, "args": s.args, "model": s.model, "startup_s": round(startup_s, 1),
+             "wall_s": round(time.perf_counter() - started, 1), "load_1min": load, "records": s.records}
+            for s in sessions]  # fmt: skip
 
 
 def _pct(values: list[float], q: float) -> Optional[float]:
@@ -430,8 +465,8 @@ def summarize(records: list[dict]) -> dict:
     }  # fmt: skip
 
 
-_COLUMNS = ["config", "shown", "exec|shown", "check|shown", "check", "check(live)", "exact",
-            "cold p50/p95 ms", "warm p50/p95 ms", "cases/shown/live/lat c,w/failed"]  # fmt: skip
+_COLUMNS = ["config", "shown", "exec of shown", "check of shown", "check", "check (live)", "exact",
+            "cold p50/p95 ms", "warm p50/p95 ms", "n: cases/shown/live/lat cold,warm/failed"]  # fmt: skip
 
 
 def _cells_of(name: str, s: dict) -> list[str]:
@@ -446,7 +481,7 @@ def _cells_of(name: str, s: dict) -> list[str]:
             f"{s['cases']}/{s['shown_n']}/{s['live_n']}/{s['cold_n']},{s['warm_n']}/{s['failed_n']}"]  # fmt: skip
 
 
-_WIDTHS = [15, 6, 10, 11, 6, 11, 6, 15, 15, 30]
+_WIDTHS = [15, 6, 13, 14, 6, 12, 6, 15, 15, 30]
 
 
 def _row(cells: list[str]) -> str:
@@ -490,34 +525,29 @@ async def _main(args) -> None:
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     live = sum(c.live_state for c in cases)
     print(f"commit {_commit()}; {len(cases)} cases ({live} need live state) over "
-          f"{len({c.notebook for c in cases})} notebooks; CPU cores: {os.cpu_count()}", flush=True)
-    print(_row(_COLUMNS), flush=True)
-    results, rows, skipped = [], [], []
-    runnable = [n for n in configs if not _missing_settings(CONFIGS[n])]
-    end = None if args.minutes is None else time.monotonic() + 60 * args.minutes
+          f"{len({c.notebook for c in cases})} notebooks; CPU cores: {os.cpu_count()}, load {os.getloadavg()[0]:.1f}",
+          flush=True)  # fmt: skip
+    skipped = []
     for name in configs:
         missing = _missing_settings(CONFIGS[name])
         if missing:
             skipped.append([name, *["n/a"] * (len(_COLUMNS) - 2), f"setting {', '.join(missing)} not in this tree"])
-            print(_row(skipped[-1]), flush=True)
-            continue
-        # Each configuration left gets an equal share of the time left (server start included).
-        left = runnable[runnable.index(name):]
-        deadline = None if end is None else time.monotonic() + (end - time.monotonic()) / len(left)
-        result = await run_config(name, CONFIGS[name], cases, deadline=deadline)
-        result["summary"] = summarize(result["records"])
-        results.append(result)
-        print(_row(_cells_of(name, result["summary"])) + f"  ({result['wall_s']:.0f} s, load {result['load_1min']},"
-              f" model {Path(result['model']).name})", flush=True)
-    # The table compares configurations on the same cases: those every configuration got to.
-    common = min((len(r["records"]) for r in results), default=0)
+    runnable = [n for n in configs if not _missing_settings(CONFIGS[n])]
+    deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
+    results = await run_configs(runnable, cases, deadline=deadline)
+    rows = []
+    print(_row(_COLUMNS))
     for r in results:
-        r["summary_common"] = summarize(r["records"][:common])
-        rows.append(_cells_of(r["config"], r["summary_common"]))
+        r["summary"] = summarize(r["records"])
+        rows.append(_cells_of(r["config"], r["summary"]))
+        print(_row(rows[-1]), flush=True)
+    for row in skipped:
+        print(_row(row))
+    ran = len(results[0]["records"]) if results else 0
+    print(f"\n{ran} of {len(cases)} cases run" + (" (time budget)" if ran < len(cases) else "")
+          + (f"; servers started in {results[0]['startup_s']:.0f} s, whole run {results[0]['wall_s']:.0f} s, "
+             f"1-min load average {results[0]['load_1min']}" if results else ""))
     print()
-    if any(len(r["records"]) != common for r in results) or common != len(cases):
-        print(f"(time budget: the table is over the first {common} of the {len(cases)} cases, which every "
-              f"configuration ran)")
     print(markdown_table(rows + skipped))
     if args.out:
         Path(args.out).write_text(json.dumps({"commit": _commit(), "cases": [c.id for c in cases], "results": results}, indent=1))
@@ -530,8 +560,8 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {','.join(CONFIGS)}")
     parser.add_argument("--out", help="write every case's record and the summaries to this JSON file")
     parser.add_argument("--quick", action="store_true", help="20 cases, one per notebook")
-    parser.add_argument("--minutes", type=float, help="time budget of the whole run; each configuration stops "
-                        "starting cases when its share is spent, and the table is over the cases all of them ran")
+    parser.add_argument("--minutes", type=float, help="time budget: no case starts after it (every configuration "
+                        "runs each case, so they are always compared on the same cases)")
     parser.add_argument("--decontaminate", action="store_true", help="check the cases against the model's training corpus")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -80,3 +80,18 @@ def test_no_case_text_is_in_the_training_corpus():
     from quality_cases.decontaminate import contamination, training_documents
 
     assert contamination(notebooks(), training_documents()) == {}
+
+
+def test_summary_shares_are_over_the_right_cases():
+    """exec|shown and check|shown divide by the shown cases, check(live) by the live ones, latencies skip the unshown."""
+    import bench_quality
+
+    def rec(shown, executed, passed, live, cold):
+        return {"shown": shown, "executed": executed, "passed": passed, "exact": False, "live_state": live,
+                "final": "done", "cold_ms": cold, "warm_ms": None}  # fmt: skip
+
+    s = bench_quality.summarize([rec(True, True, True, True, 100.0), rec(True, False, False, False, 300.0),
+                                 rec(False, False, False, True, None), rec(False, False, False, False, None)])  # fmt: skip
+    assert (s["shown"], s["exec_of_shown"], s["check_of_shown"]) == (0.5, 0.5, 0.5)
+    assert (s["check"], s["check_live"], s["exact"]) == (0.25, 0.5, 0.0)
+    assert (s["cold_p50"], s["cold_p95"], s["warm_p50"], s["cold_n"]) == (100.0, 300.0, None, 2)
