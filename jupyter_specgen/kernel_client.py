@@ -401,7 +401,8 @@ class KernelLinks:
 
         try:
             km = self.kernel_manager.get_kernel(kernel_id)
-        except KeyError:
+        except Exception as exc:  # noqa: BLE001 - KeyError, or jupyter_server's HTTPError(404)
+            log.info("no kernel %.80r: %s", kernel_id, str(exc)[:200])
             return None
         try:
             # Its own Session (same key): a Session shared with the server's clients would reject
@@ -410,7 +411,7 @@ class KernelLinks:
             client.load_connection_info(km.get_connection_info(session=False))
             return await KernelLink.connect(client, timeout_s=self.connect_timeout_s, use_subshell=self.use_subshell)
         except Exception as exc:  # noqa: BLE001
-            log.info("no specgen link to kernel %s: %s", kernel_id, exc)
+            log.info("no specgen link to kernel %.80s: %s", kernel_id, str(exc)[:300])
             return None
 
     async def get_specs(self, kernel_id: str, *, names: Sequence[str] = (), code: str = "", budget_ms: int = 50,

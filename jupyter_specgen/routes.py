@@ -9,6 +9,7 @@ abort signal, so the request numbers are how stale work is told apart and droppe
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -26,6 +27,11 @@ from .users import specgen_user
 __all__ = ["CompletionsWebSocket"]
 
 AUTH_RESOURCE = "specgen"
+
+# The id of a frame too large (or too broken) to decode, read from its start: the labextension
+# writes ``type``, ``version`` and ``id`` first, so the error can still finish the request.
+_ID_PREFIX = re.compile(r'"id"\s*:\s*(-?\d{1,16})\s*[,}]')
+_PREFIX_CHARS = 4096
 
 
 class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -46,6 +52,10 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self.specgen_user = specgen_user(self)  # whose adapters complete here, and whose job steps it sees
         self._tasks: dict[int, asyncio.Task] = {}  # request id -> running completion
         self._by_cell: dict[str, int] = {}  # cell id -> newest request id
+        # Requests given their final answer. A task cancelled before it first ran (a ``cancel`` or a
+        # newer ``complete`` in the same websocket read) never reaches its own ``except``: its done
+        # callback answers it instead, once.
+        self._answered: set[int] = set()
         await super().get(*args, **kwargs)
 
     def open(self, *args, **kwargs):
@@ -63,7 +73,8 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         try:
             message = decode(raw)
         except ProtocolError as exc:
-            self.send(error_reply(exc.reply_to, exc.error_type, exc.message))
+            reply_to = exc.reply_to if exc.reply_to is not None else _raw_id(raw)
+            self.send(error_reply(reply_to, exc.error_type, exc.message))
             return
         if isinstance(message, Complete):
             if message.id in self._tasks:
@@ -75,13 +86,27 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self._by_cell[message.cell_id] = message.id
             task = asyncio.create_task(self._complete(message))
             self._tasks[message.id] = task
-            task.add_done_callback(lambda _t, key=message.id: self._tasks.pop(key, None))
+            self._answered.discard(message.id)
+            task.add_done_callback(lambda t, key=message.id: self._task_done(key, t))
         elif isinstance(message, Cancel):
             task = self._tasks.get(message.id)
             if task is not None:
                 task.cancel()
         else:
             self.send(error_reply(getattr(message, "reply_to", None), "unknown_type", f"{message.type!r} is sent by the server, not to it"))
+
+    def _task_done(self, request_id: int, task: asyncio.Task) -> None:
+        self._tasks.pop(request_id, None)
+        if request_id not in self._answered:  # cancelled before it ran, or ended without an answer
+            self._final(error_reply(request_id, "cancelled", "superseded or cancelled"))
+        self._answered.discard(request_id)
+
+    def _final(self, message) -> None:
+        """Send the final answer of ``message.reply_to``, unless it already had one."""
+        if message.reply_to in self._answered:
+            return
+        self._answered.add(message.reply_to)
+        self.send(message)
 
     async def _complete(self, request: Complete) -> None:
         try:
@@ -94,14 +119,14 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
                 send=self.send,
                 accepted=accepted_before(self.service.personalize.feedback, self.specgen_user, request.path),
             )
-            self.send(done)
+            self._final(done)
         except asyncio.CancelledError:
-            self.send(error_reply(request.id, "cancelled", "superseded or cancelled"))
+            self._final(error_reply(request.id, "cancelled", "superseded or cancelled"))
         except BackendError as exc:
-            self.send(error_reply(request.id, exc.error_type, exc.message))
+            self._final(error_reply(request.id, exc.error_type, exc.message))
         except Exception as exc:
             self.log.exception("completion %s failed", request.id)
-            self.send(error_reply(request.id, "internal", f"completion failed: {exc!r}"))
+            self._final(error_reply(request.id, "internal", f"completion failed: {str(exc)[:300]}"))
 
     def send(self, message) -> None:
         """Send a protocol message; a tab that went away is not an error."""
@@ -111,3 +136,13 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             pass
 
 
+def _raw_id(raw: Any) -> Any:
+    """The request id at the start of a frame that could not be decoded, else ``None``."""
+    head = raw[:_PREFIX_CHARS]
+    if isinstance(head, bytes):
+        head = head.decode("utf-8", "replace")
+    match = _ID_PREFIX.search(head)
+    if match is None:
+        return None
+    ident = int(match.group(1))
+    return ident if valid_id(ident) else None
