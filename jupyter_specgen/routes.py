@@ -22,6 +22,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .backend_client import BackendError
 from .completions.pipeline import accepted_before, complete
 from .protocol import Cancel, Complete, ProtocolError, decode, encode, error_reply
+from specgen_backend.codec import valid_id
 from .users import specgen_user
 
 __all__ = ["CompletionsWebSocket"]
