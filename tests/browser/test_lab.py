@@ -18,7 +18,9 @@ import pytest
 
 from .conftest import RATIO_RAISE, SUMS_NUMBERS, SUMS_RAISE, lab_settings
 
-pytestmark = pytest.mark.browser
+# Each test starts its own `jupyter lab` and backend, and the model fixture trains first, on a
+# shared 2-core machine: longer than the suite's 300 s default.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 # JupyterLab's default keys for the inline completer (completer-extension's inline-completer.json).
 NEXT_KEY = "Alt+BracketRight"

@@ -119,6 +119,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
     // A newer keystroke in the same cell makes the older request stale: stop it on both ends.
     const previous = this._latestByCell.get(fields.cell_id);
     if (previous) {
+      previous.superseded = true;
       this._connection.cancel(previous.request.id);
       this._streams.delete(previous.request.id);
     }
@@ -128,7 +129,8 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
       request: pending,
       fields,
       editor: editorOf(context),
-      offered: []
+      offered: [],
+      superseded: false
     };
     this._latestByCell.set(fields.cell_id, entry);
     this._started.emit(pending.id);
@@ -141,6 +143,11 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
       };
     }
     const first = await this._firstItems(entry);
+    if (first.length > 0 && entry.superseded) {
+      // A newer request of the cell came meanwhile: JupyterLab drops this answer, so it is
+      // never on screen (a first item and `done` can arrive just before the cancel does).
+      return { items: [] };
+    }
     entry.offered = first;
     this._feedback?.offered(pending.id, fields, first);
     return { items: first.map(toInline) };
@@ -165,7 +172,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
         }
         switch (event.kind) {
           case 'progress':
-            this._progressed.emit(event.progress);
+            this._progress(entry, event.progress);
             continue;
           case 'chunk':
             // Raw text is only ever shown until the first item that held up replaces it.
@@ -228,7 +235,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
       }
       switch (event.kind) {
         case 'progress':
-          this._progressed.emit(event.progress);
+          this._progress(entry, event.progress);
           continue;
         case 'chunk':
           continue; // not asked for; never shown unvalidated
@@ -259,7 +266,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
         }
         switch (event.kind) {
           case 'progress':
-            this._progressed.emit(event.progress);
+            this._progress(entry, event.progress);
             continue;
           case 'chunk':
             continue;
@@ -322,6 +329,13 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
       return null;
     }
     return refresh;
+  }
+
+  /** Progress of the cell's current request only: a superseded one's would mislead. */
+  private _progress(entry: Private.IEntry, progress: IProgress): void {
+    if (this._isCurrent(entry)) {
+      this._progressed.emit(progress);
+    }
   }
 
   private _finished(entry: Private.IEntry, done: IDone): void {
@@ -453,6 +467,8 @@ namespace Private {
     editor: IEditorLike | null;
     /** The items JupyterLab was last given for this request. */
     offered: IItem[];
+    /** Whether a newer request of the same cell replaced it. */
+    superseded: boolean;
   }
 
   /** A fetch we asked JupyterLab for, and the items to answer it with. */
