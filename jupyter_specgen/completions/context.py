@@ -17,22 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-from specgen_backend import protocol as backend_protocol
-from specgen_backend.protocol import Cell, CompletionContext
+from specgen_backend.protocol import Cell, CompletionContext, Constraint
 
+from ..kernel.messages import CursorReply
 from ..kernel_client import KernelLinks
 from ..prompt_specs import schema_after_cells, spec_block
 from ..protocol import Complete
 
-__all__ = ["Grounding", "ground", "constraint_from_cursor", "HAS_CONSTRAINT"]
+__all__ = ["Grounding", "ground", "constraint_from_cursor"]
 
 log = logging.getLogger(__name__)
-
-# The backend's ``Constraint`` (issue 17); absent from older backends' protocol modules.
-_Constraint = getattr(backend_protocol, "Constraint", None)
-HAS_CONSTRAINT = _Constraint is not None
 
 # Beyond its budget, a kernel question gets this much more for the round trip.
 _SLACK_S = 0.3
@@ -41,9 +37,9 @@ _SLACK_S = 0.3
 @dataclass(frozen=True)
 class Grounding:
     context: CompletionContext
-    constraint: Any = None  # specgen_backend.protocol.Constraint, or None: decode freely
+    constraint: Optional[Constraint] = None  # None: decode freely
     specs: int = 0  # how many specs went into the prompt
-    cursor: Any = None  # the kernel's cursor reply, as it came
+    cursor: Optional[CursorReply] = None  # the kernel's answer about the cursor, as it came
 
 
 async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: Optional[str], *,
@@ -63,13 +59,12 @@ async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: O
         return await _bounded(kernels.get_specs(kernel_id, code=code, budget_ms=budget_ms), timeout)
 
     async def cursor():
-        if not (constrain and HAS_CONSTRAINT):
+        if not constrain:
             return None
-        ask = getattr(kernels, "cursor", None)  # the kernel side of issue 17
-        if ask is None:
-            return None
-        notebook = [c.source for c in cells if c.cell_type == "code"]
-        return await _bounded(_ask_cursor(ask, kernel_id, request, notebook, budget_ms), timeout)
+        notebook = [request.prefix + request.suffix if i == request.active else c.source
+                    for i, c in enumerate(cells) if c.cell_type == "code"]
+        return await _bounded(kernels.cursor(kernel_id, request.prefix, request.suffix, notebook=notebook,
+                                             budget_ms=budget_ms), timeout)
 
     reply, at_cursor = await asyncio.gather(specs(), cursor())
     constraint = constraint_from_cursor(at_cursor) if at_cursor is not None else None
@@ -85,18 +80,14 @@ async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: O
     return Grounding(context=context, constraint=constraint, specs=len(reply.specs), cursor=at_cursor)
 
 
-def constraint_from_cursor(reply: Any) -> Any:
+def constraint_from_cursor(reply: Optional[CursorReply]) -> Optional[Constraint]:
     """The backend ``Constraint`` for the kernel's answer about the cursor; None when there is
     nothing to hold the decoder to (no names, or the cursor is not at an identifier)."""
-    if reply is None or _Constraint is None:
+    if reply is None:
         return None
     if not reply.names or reply.kind not in ("attribute", "column", "parameter", "name"):
         return None  # kind "": the kernel found nothing to hold the cursor to (``reply.note`` says why)
-    return _Constraint(kind=reply.kind, names=list(reply.names), typed=reply.typed, required=reply.required)
-
-
-async def _ask_cursor(ask, kernel_id: str, request: Complete, notebook: list[str], budget_ms: int):
-    return await ask(kernel_id, request.prefix, request.suffix, notebook=notebook, budget_ms=budget_ms)
+    return Constraint(kind=reply.kind, names=list(reply.names), typed=reply.typed, required=reply.required)
 
 
 async def _bounded(awaitable, timeout_s: float):

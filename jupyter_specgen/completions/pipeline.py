@@ -15,7 +15,6 @@ shown "not_validated" with the reason.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -73,17 +72,12 @@ async def complete(
         if request.stream:
             send(Chunk(reply_to=request.id, candidate=candidate, text=text))
 
-    extra: dict[str, Any] = {}
-    offered = _keywords(client.generate)
-    if "on_candidate" in offered:
-        extra["on_candidate"] = validation.submit
-    if grounding.constraint is not None and "constraint" in offered:
-        extra["constraint"] = grounding.constraint
     send(Progress(reply_to=request.id, stage="generating", total=settings.candidates))
     try:
         result = await client.generate(
             user=user, context=grounding.context, n=settings.candidates, max_tokens=settings.max_tokens,
-            temperature=settings.temperature, on_token=on_token, personal=settings.personal, **extra,
+            temperature=settings.temperature, on_token=on_token, personal=settings.personal,
+            constraint=grounding.constraint, on_candidate=validation.submit,
         )  # fmt: skip
         for index, candidate in enumerate(result.candidates):
             validation.submit(index, candidate)  # those ``on_candidate`` already had are skipped
@@ -113,14 +107,13 @@ def _runner(request: Complete, kernels: Optional[KernelLinks], kernel_id: Option
     if not kernel_id:
         return None, "not validated: no kernel"
 
-    extra: dict[str, Any] = {}
-    if "notebook" in _keywords(kernels.validate):
-        # The kernel calls a function whose body is being completed with the notebook's own calls of it.
-        extra["notebook"] = [c.source for c in request.cells if c.cell_type == "code"]
+    # The kernel calls a function whose body is being completed with the notebook's own calls of it.
+    notebook = [request.prefix + request.suffix if i == request.active else c.source
+                for i, c in enumerate(request.cells) if c.cell_type == "code"]
 
     async def run(texts: list[str]):
         return await kernels.validate(kernel_id, texts, prefix=request.prefix, suffix=request.suffix,
-                                      timeout_ms=settings.validate_timeout_ms, **extra)
+                                      timeout_ms=settings.validate_timeout_ms, notebook=notebook)
 
     return run, ""
 
@@ -137,18 +130,3 @@ def accepted_before(feedback: Any, user: str, notebook: str) -> Callable[[], lis
             return []
 
     return read
-
-
-_KEYWORDS: dict[Any, frozenset[str]] = {}
-
-
-def _keywords(method: Any) -> frozenset[str]:
-    """The keywords a bound method takes, looked up once per function: the backend client and the
-    kernel links grow some in issue 17 (``on_candidate``, ``notebook``) that other engineers add."""
-    func = getattr(method, "__func__", method)
-    if func not in _KEYWORDS:
-        try:
-            _KEYWORDS[func] = frozenset(inspect.signature(method).parameters)
-        except (TypeError, ValueError):
-            _KEYWORDS[func] = frozenset()
-    return _KEYWORDS[func]
