@@ -84,8 +84,8 @@ class PrefixCache:
             self._entries.move_to_end(best_slot)
         return best, best_len
 
-    def record(self, reused: int, prefilled: int) -> None:
-        """Count one prefill that reused ``reused`` cached tokens and ran the model on ``prefilled``."""
+    def record(self, reused: int) -> None:
+        """Count one prefill that took ``reused`` tokens from the cache (0: a miss)."""
         if reused > 0:
             self.hits += 1
             self.reused_tokens += reused
@@ -94,7 +94,6 @@ class PrefixCache:
         if self.metrics is not None:
             (self.metrics.prefix_hits if reused > 0 else self.metrics.prefix_misses).inc()
             self.metrics.prefix_reused_tokens.inc(reused)
-            self.metrics.prefill_tokens.inc(prefilled)
 
     def store(self, key: Hashable, ids, cache, *, source: Optional[_Entry] = None, reused: int = 0) -> None:
         """Keep ``cache`` (a batch-1 ``DynamicCache`` of exactly the prompt ``ids``) under ``key``.

@@ -198,6 +198,8 @@ def _keep_end(text: str, budget: int, count_tokens) -> str:
     kept = "".join(lines[lo:])
     if not kept:  # a single line longer than the budget: keep its end by characters
         kept = text[-budget * 2 :]
+        while len(kept) > 1 and count_tokens(kept) > budget:  # denser than 2 characters a token (digits)
+            kept = kept[len(kept) // 4 :]
     return kept
 
 

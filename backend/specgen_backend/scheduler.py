@@ -357,8 +357,10 @@ class Scheduler:
             else:
                 out = model(input_ids=rest, use_cache=True)
         cache = out.past_key_values
+        if self.metrics is not None:
+            self.metrics.prefill_tokens.inc(len(ids) - reuse)
         if cached.enabled:
-            cached.record(reuse, len(ids) - reuse)
+            cached.record(reuse)
             # Before the cache is repeated per candidate or merged: the stored tensors are its own.
             cached.store(key, ids, cache, source=entry, reused=reuse)
         return cache, out.logits[:, -1, :].float()  # (1, V)

@@ -315,3 +315,35 @@ async def test_a_megabyte_prefix_does_not_pause_another_users_stream(tiny_model)
         await big.close()
     finally:
         await backend.close()
+
+
+def test_the_character_bound_changes_no_prompt(tiny_model, monkeypatch):
+    """Prompts of huge notebooks (many cells, a megabyte line, a long text below) equal those built without the bound."""
+    from specgen_backend import prompt as prompt_module
+    from specgen_backend.codec import build
+    from specgen_backend.protocol import CompletionContext
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+
+    def count(text):
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    code = CELLS[2]["source"]
+    notebooks = [
+        context(TYPED, cells=[{"cell_type": "code", "source": f"{code}x{i} = {i}\n"} for i in range(200)]),
+        {"prefix": "values = [" + ", ".join(str(i) for i in range(30_000)), "suffix": "]\n", "cells": []},
+        {**context("total = sa", cells=CELLS), "suffix": "les.sum()\n" + code * 100,
+         "cells": [*CELLS, {"cell_type": "code", "source": ""}, *[{"cell_type": "markdown", "source": "notes " * 1000}] * 30]},
+    ]
+    for raw in notebooks:
+        ctx = build(CompletionContext, raw, path="context")
+        for fim in (prompt_module.FIM_FORMATS[0], None):
+            bounded = prompt_module.build_prompt(ctx, fim=fim, count_tokens=count, max_prompt_tokens=256)
+            with monkeypatch.context() as patch:
+                patch.setattr(prompt_module, "MAX_CHARS_PER_TOKEN", 1 << 40)
+                unbounded = prompt_module.build_prompt(ctx, fim=fim, count_tokens=count, max_prompt_tokens=256)
+            assert bounded == unbounded
+            assert 100 <= count(bounded.text) <= 256
+    cut = prompt_module.bound_context(build(CompletionContext, notebooks[0], path="context"), 1000)
+    assert sum(len(c.source) for c in cut.cells) <= 1000 and cut.cells[cut.active].source == ""
