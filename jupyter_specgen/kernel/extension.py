@@ -110,6 +110,8 @@ class KernelExtension:
             return
         manager.register_target(COMM_TARGET, self._open)
         self._comm_manager = manager
+        # Compile and probe the validation sandbox now, not inside the first request's budget.
+        validation.forking.sandbox_status()
 
     def unregister(self) -> None:
         events = self.ip.events

@@ -108,11 +108,19 @@ def sandbox_status() -> tuple[bool, str]:
                 _probe()
                 _status = (True, fence.description)
                 log.info("validation sandbox: %s (compiled in %.1f ms)", fence.description, fence.compile_ms)
+            except _ProbeTimeout as exc:  # a machine too busy to answer: say so, try again next time
+                _fence = None
+                log.warning("jupyter_specgen: %s", exc)
+                return (False, f"not validated: {exc}")
             except SandboxUnavailable as exc:
                 _fence = None
                 _status = (False, f"not validated: no sandbox on this system ({exc})")
                 log.warning("jupyter_specgen: %s", _status[1])
         return _status
+
+
+class _ProbeTimeout(SandboxUnavailable):
+    """The probe child did not answer in time: no verdict on the fence, nothing cached."""
 
 
 def _probe() -> None:
@@ -135,8 +143,10 @@ def _probe() -> None:
             pass
         os.write(fd, ("; ".join(checks) or "ok").encode())
 
-    (outcome,) = collect([_spawn(child)], deadline=time.monotonic() + 5.0)
+    (outcome,) = collect([_spawn(child)], deadline=time.monotonic() + 10.0)
     text = outcome.data.decode("utf-8", "replace")
+    if outcome.killed and not text:
+        raise _ProbeTimeout("the sandbox's probe did not answer within 10 s (the machine is very busy)")
     if text != "ok":
         why = text or f"the probe child ended with {outcome.exit_code if outcome.signal is None else 'signal %d' % outcome.signal}"
         raise SandboxUnavailable(f"the seccomp/Landlock fence did not hold in a probe: {why}")
@@ -242,10 +252,15 @@ def collect(children: Sequence[Child], *, deadline: float, max_bytes: int = 1 <<
     finally:
         selector.close()
         for c in children:
+            if c.pid not in ended:  # what a late child wrote before the deadline still counts
+                _drain(c.fd, buffers[c.fd], max_bytes)
             os.close(c.fd)
     outcomes = []
     for c in children:
+        # A child whose whole report arrived (EOF after data) and that is still tearing down
+        # its address space at the deadline is killed, but that does not make it "killed".
         killed, status = _reap(c, deadline)
+        killed = killed and not (c.pid in ended and buffers[c.fd])
         end = ended.get(c.pid, time.monotonic())
         exit_code = sig = None
         if status is not None:
@@ -257,6 +272,19 @@ def collect(children: Sequence[Child], *, deadline: float, max_bytes: int = 1 <<
             Outcome(bytes(buffers[c.fd]), killed=killed, exit_code=exit_code, signal=sig, elapsed=end - c.started)
         )
     return outcomes
+
+
+def _drain(fd: int, buf: bytearray, max_bytes: int) -> None:
+    """Read what is already in the pipe, without waiting."""
+    try:
+        os.set_blocking(fd, False)
+        while len(buf) < max_bytes:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            buf += chunk[: max_bytes - len(buf)]
+    except OSError:  # BlockingIOError: nothing more for now
+        pass
 
 
 def _reap(child: Child, deadline: float) -> tuple[bool, int | None]:

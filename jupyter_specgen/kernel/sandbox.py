@@ -212,8 +212,8 @@ def prepare() -> Fence:
     started = time.perf_counter()
     try:
         program = _compile(sc)
-    except OSError as exc:
-        raise SandboxUnavailable(f"compiling the seccomp filter failed: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - an old or odd libseccomp/pyseccomp: say which, never half a filter
+        raise SandboxUnavailable(f"compiling the seccomp filter failed: {type(exc).__name__}: {exc}") from exc
     pid_slots, fd_slots = _slots(program, _PID_SENTINEL), _slots(program, _FD_SENTINEL)
     if not pid_slots or not fd_slots:
         raise SandboxUnavailable("the compiled seccomp filter lacks its per-child slots")

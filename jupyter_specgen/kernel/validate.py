@@ -83,8 +83,9 @@ def start(
     children: list[Optional[forking.Child]] = []
     reasons: dict[int, str] = {}
     # Without the operating system's fence nothing runs (computed once; the first call
-    # compiles the filter and probes it).
+    # compiles the filter and probes it, before the deadline starts).
     fenced, why_not = forking.sandbox_status()
+    deadline = time.monotonic() + options.timeout_s
     for index, candidate in enumerate(candidates):
         if not forking.fork_available():
             reasons[index] = "not validated: this platform cannot fork"
@@ -102,9 +103,6 @@ def start(
             log.warning("could not fork to validate a candidate: %s", exc)
             reasons[index] = f"not validated: fork failed ({exc})"
             children.append(None)
-    # One deadline for all, counted from the last fork: forking a big kernel takes tens of
-    # milliseconds per child on a loaded machine, and the last child must get its full time too.
-    deadline = time.monotonic() + options.timeout_s
     return Pending(children=children, reasons=reasons, deadline=deadline)
 
 
@@ -127,9 +125,9 @@ def _verdict(index: int, outcome: forking.Outcome) -> Verdict:
         try:
             report = json.loads(outcome.data)
             verdict = build(Verdict, {**report, "index": index, "elapsed_ms": elapsed_ms}, path="verdict")
-            if not outcome.killed:
-                return verdict
-            return dataclasses.replace(verdict, status="timeout")  # reported, then hung in exit
+            # A whole report is written after the cell returned, and the child then only exits
+            # (threads die with it): killed at the deadline while exiting, its verdict stands.
+            return verdict
         except (ValueError, ProtocolError) as exc:
             log.debug("unreadable report from candidate %d: %s", index, exc)
     if outcome.killed:
