@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--train-steps", type=int, default=0,
                        help="optimizer steps of a personalize job's main adapter (0: planned from the data, 20 to 100)")
     serve.add_argument("--max-new-tokens", type=int, default=128)
+    serve.add_argument("--prefix-cache-mb", type=int, default=BackendConfig.prefix_cache_mb,
+                       help="memory for the KV caches of recent prompts, reused by the next keystroke (0: off)")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get("SPECGEN_BACKEND_TOKEN", "")
     if not token:
         sys.exit("specgen-backend: a token is required: pass --token-file FILE or set SPECGEN_BACKEND_TOKEN")
+    if args.prefix_cache_mb < 0:
+        sys.exit(f"specgen-backend: --prefix-cache-mb must be 0 (off) or more, not {args.prefix_cache_mb}")
     config = BackendConfig(
         model=args.model or default_model(),
         token=token,
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         train_device=_train_device(args.train_device),
         train_steps=args.train_steps,
         engine=EngineConfig(max_new_tokens=args.max_new_tokens),
+        prefix_cache_mb=args.prefix_cache_mb,
     )
     asyncio.run(_serve(config))
 

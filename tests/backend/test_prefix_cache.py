@@ -55,6 +55,7 @@ def make_adapter(base_folder: str, folder, seed: int) -> None:
 def adapter_root(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("prefix-adapters")
     make_adapter(tiny_model, root / "alice" / "v1", seed=3)
+    make_adapter(tiny_model, root / "alice" / "v2", seed=4)
     return root
 
 
@@ -178,6 +179,30 @@ async def test_a_changed_earlier_cell_reuses_only_what_precedes_the_change(pair)
     before = cache.reused_tokens
     await result(ws_on, 3, context=context(TYPED), max_tokens=8)
     assert cache.reused_tokens - before == len(first) - 1
+    await ws_on.close()
+    await ws_off.close()
+
+
+async def test_an_adapter_reloaded_under_its_name_never_reuses_the_old_weights_cache(pair):
+    """Reloading adapter 'p' with other weights (a new personal version) makes the next prefill a miss."""
+    on, off = pair
+    ws_on, ws_off = await connect_ready(on), await connect_ready(off)
+
+    async def load(ws, path):
+        await ws.send(frame("adapter_load", "l", user="alice", name="p", path=path))
+        assert json.loads(await ws.recv())["type"] == "adapters"
+
+    await load(ws_on, "v1")
+    await result(ws_on, 1, context=context(TYPED), adapters=["p"], max_tokens=8)
+    cache = on._scheduler.prefix_cache
+    hits = cache.hits
+    await result(ws_on, 2, context=context(TYPED + "u"), adapters=["p"], max_tokens=8)
+    assert cache.hits == hits + 1  # same weights: reused
+    await load(ws_on, "v2")
+    await load(ws_off, "v2")
+    cached = await result(ws_on, 3, context=context(TYPED + "um"), adapters=["p"], n=2, max_tokens=12)
+    assert cache.hits == hits + 1  # new weights: nothing reused
+    assert cached == await result(ws_off, 3, context=context(TYPED + "um"), adapters=["p"], n=2, max_tokens=12)
     await ws_on.close()
     await ws_off.close()
 
