@@ -16,6 +16,7 @@ shown "not_validated" with the reason.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -58,12 +59,14 @@ async def complete(
     """Serve one ``complete``: send its ``progress``/``shown``/``chunk`` frames with ``send`` and
     return the ``done``. ``accepted``: texts the user accepted before in this notebook (ranking
     ties). Raises ``BackendError`` when the backend cannot serve."""
+    started = time.perf_counter()
     kernel_id = request.kernel_id if kernels is not None else None
     if kernel_id:
         send(Progress(reply_to=request.id, stage="specs"))
     grounding = await ground(request, kernels, kernel_id, kernel_specs=settings.kernel_specs,
                              constrain=settings.constrain, budget_ms=settings.specs_budget_ms)
 
+    grounded = time.perf_counter()
     run, why_not = _runner(request, kernels, kernel_id, settings)
     validation = Validation(request_id=request.id, prefix=request.prefix, suffix=request.suffix, run=run,
                             not_run_reason=why_not, send=send)
@@ -93,6 +96,11 @@ async def complete(
     for entry in entries:
         if not entry.shown:
             reasons += [entry.reason] * len(entry.indices)
+    log.debug("complete %s: grounding %.0f ms (%d specs, constraint %s), first shown %s, done %.0f ms; "
+              "%d shown, %d rejected", request.id, (grounded - started) * 1000, grounding.specs,
+              grounding.constraint.kind if grounding.constraint else "none",
+              f"{(validation.first_shown - started) * 1000:.0f} ms" if validation.first_shown else "never",
+              (time.perf_counter() - started) * 1000, len(items), len(reasons))
     return Done(reply_to=request.id, items=items, model=result.model,
                 summary="" if items else summary(reasons), rejected=len(reasons))
 

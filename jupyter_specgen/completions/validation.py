@@ -15,6 +15,7 @@ import asyncio
 import codeop
 import io
 import logging
+import time
 import tokenize
 import warnings
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class Validation:
         self._queue: list[Entry] = []
         self._tasks: list[asyncio.Task] = []
         self._done = 0
+        self.first_shown: Optional[float] = None  # time.perf_counter() of the first ``shown``
 
     def submit(self, index: int, candidate: Candidate) -> None:
         """Candidate ``index`` is complete (from ``on_candidate``, or from the final result: a
@@ -194,6 +196,8 @@ class Validation:
         self._done += 1
         if judged.shown:
             entry.shown = True
+            if self.first_shown is None:
+                self.first_shown = time.perf_counter()
             self._send(Shown(reply_to=self._id, item=Item(text=entry.text, verdict=judged.verdict or "not_validated",
                                                           detail=judged.detail, score=entry.logprob,
                                                           adapter=entry.adapter)))
