@@ -30,7 +30,6 @@ a PyPI package: the ones there wrap the same calls and would add a dependency fo
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os

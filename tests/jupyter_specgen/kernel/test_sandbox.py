@@ -10,7 +10,6 @@ forged message reached IOPub or another candidate's verdict.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
