@@ -7,7 +7,10 @@ with the prefix cache, one without. Prints p50/p95 time to first token (first st
 the first candidate's end when a candidate streams nothing) and to the result, as seen by the
 client, the ratios off / on, and what the cache saved (prompt tokens prefilled per request).
 
-    python benchmarks/bench_prefix.py [--model DIR] [--keystrokes 40] [--n 4] [--new-tokens 16]
+    python benchmarks/bench_prefix.py [--model DIR] [--keystrokes 40] [--n 4] [--new-tokens 16] [--repeat 1]
+
+With ``--repeat 4`` the notebook is longer than the prompt budget, so its start is cut; the cut
+moves by a line now and then as the user types, and those keystrokes miss the cache.
 
 Without ``--model`` the embedded model is used (the default of ``specgen-backend serve``).
 """
@@ -65,10 +68,13 @@ TYPED = "share = monthly.drop(columns='total').div(monthly['total'], axis=0).rou
 BELOW = [("code", "share.plot.area(figsize=(10, 4))\nplt.show()\n")]
 
 
+REPEAT = 1  # --repeat: the notebook's cells this many times over (longer than the prompt budget: cut)
+
+
 def context(typed: str) -> dict:
-    cells = [{"cell_type": t, "source": s} for t, s in CELLS] + [{"cell_type": "code", "source": ""}]
-    cells += [{"cell_type": t, "source": s} for t, s in BELOW]
-    return {"prefix": typed, "suffix": "", "cells": cells, "active": len(CELLS)}
+    above = [{"cell_type": t, "source": s} for t, s in CELLS] * REPEAT
+    cells = above + [{"cell_type": "code", "source": ""}] + [{"cell_type": t, "source": s} for t, s in BELOW]
+    return {"prefix": typed, "suffix": "", "cells": cells, "active": len(above)}
 
 
 async def keystroke(ws, rid: str, typed: str, args) -> tuple[float, float]:
@@ -108,7 +114,10 @@ async def main() -> None:
     parser.add_argument("--keystrokes", type=int, default=40, help="characters typed, one request each")
     parser.add_argument("--n", type=int, default=4, help="candidates per request")
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=1, help="the notebook's cells this many times over (4: cut to the budget)")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = args.repeat
     model = args.model
     if model is None:
         from specgen_backend.models import default_model_path
@@ -135,7 +144,7 @@ async def main() -> None:
 
         device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
         print(f"model: {Path(model).name}; device: {device}; {args.keystrokes} keystrokes, n={args.n}, "
-              f"{args.new_tokens} new tokens; prompt {prompt_tokens} tokens")  # fmt: skip
+              f"{args.new_tokens} new tokens; prompt {prompt_tokens} tokens (notebook x{args.repeat})")  # fmt: skip
         print(f"{'prefix cache':>12} | {'TTFT p50 (ms)':>13} {'TTFT p95 (ms)':>13} | {'result p50 (ms)':>15} {'result p95 (ms)':>15} | prefilled tokens/request")
         rows = {}
         for label, backend in (("on", on), ("off", off)):

@@ -349,13 +349,25 @@ class Scheduler:
         key = (user, adapter, stamp)
         entry, reuse = cached.lookup(key, ids) if cached.enabled else (None, 0)
         reuse = min(reuse, len(ids) - 1)
-        rest = ids[reuse:].view(1, -1).to(device)  # (1, T - reuse)
-        with torch.inference_mode(), self._rows_context([adapter]):
-            if reuse > 0:
+
+        def forward(reuse: int):
+            rest = ids[reuse:].view(1, -1).to(device)  # (1, T - reuse)
+            with torch.inference_mode(), self._rows_context([adapter]):
+                if reuse == 0:
+                    return model(input_ids=rest, use_cache=True)
                 positions = torch.arange(reuse, len(ids), device=device).view(1, -1)  # (1, T - reuse)
-                out = model(input_ids=rest, position_ids=positions, past_key_values=restore(entry, reuse), use_cache=True)
-            else:
-                out = model(input_ids=rest, use_cache=True)
+                return model(input_ids=rest, position_ids=positions, past_key_values=restore(entry, reuse), use_cache=True)
+
+        try:
+            out = forward(reuse)
+        except Exception:
+            if reuse == 0:
+                raise
+            # A cached entry that cannot be continued must not fail this key's every request.
+            log.exception("prefill from %d cached tokens failed; dropping the entries and prefilling it all", reuse)
+            cached.drop_key(lambda k: k == key)
+            entry, reuse = None, 0
+            out = forward(0)
         cache = out.past_key_values
         if self.metrics is not None:
             self.metrics.prefill_tokens.inc(len(ids) - reuse)

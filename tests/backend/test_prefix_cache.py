@@ -207,6 +207,21 @@ async def test_an_adapter_reloaded_under_its_name_never_reuses_the_old_weights_c
     await ws_off.close()
 
 
+async def test_an_entry_that_cannot_be_continued_is_dropped_and_the_prompt_prefilled_whole(pair):
+    """A cached entry the model refuses (here: keys of the wrong width) costs one retry, not the request."""
+    on, off = pair
+    ws_on, ws_off = await connect_ready(on), await connect_ready(off)
+    await result(ws_on, 1, context=context(TYPED), max_tokens=4)
+    cache = on._scheduler.prefix_cache
+    (entry,) = cache._entries.values()
+    entry.layers = [(k[..., :3], v[..., :3]) for k, v in entry.layers]  # (1, H, T, 3): no attention fits it
+    reply = await result(ws_on, 2, context=context(TYPED + "u"), n=2, max_tokens=12)
+    assert reply == await result(ws_off, 2, context=context(TYPED + "u"), n=2, max_tokens=12)
+    assert entry not in cache._entries.values() and len(cache) == 1  # the new prompt's entry replaced it
+    await ws_on.close()
+    await ws_off.close()
+
+
 async def test_cache_is_bounded_by_bytes_and_evicts_the_least_recently_used(tiny_model):
     """Entries beyond the byte bound evict the least recently used; one larger than the bound is not kept."""
     import torch
