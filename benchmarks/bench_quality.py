@@ -28,8 +28,8 @@ Printed per configuration (one row each, then the same as a markdown table):
         [--minutes M] [--out results.json] [--quick] [--decontaminate]
 
 ``--cases N`` takes N cases spread over the notebooks (round robin); ``--quick`` is 20 of them
-(one per notebook); ``--minutes M`` starts no case after M minutes (all configurations then still
-ran the same cases). ``--decontaminate`` checks the case set against the default model's
+(one per notebook); ``--minutes M`` starts no case that would, at the average pace so far, end
+after M minutes from the start (all configurations then still ran the same cases). ``--decontaminate`` checks the case set against the default model's
 training corpus instead (``quality_cases/decontaminate.py``). A case costs each configuration
 two requests and a check: ~5 s on 2 idle cores, a minute or more when 8 people share them.
 """
@@ -419,13 +419,18 @@ async def run_configs(configs: list[str], cases: list[Case], *, deadline: Option
             await asyncio.gather(*(s.start() for s in sessions))
             startup_s = time.perf_counter() - started
             with tqdm(total=len(cases) * len(sessions), desc="cases x configurations", file=sys.stderr) as bar:
+                spent: list[float] = []  # seconds per case, all configurations
                 for case in cases:
-                    if deadline is not None and time.monotonic() > deadline:
+                    # A case is started only if one more of the usual length still ends in time.
+                    expected = sum(spent) / len(spent) if spent else 0.0
+                    if deadline is not None and time.monotonic() + expected > deadline:
                         log.warning("time is up after %d of %d cases", len(sessions[0].records), len(cases))
                         break
+                    t0 = time.monotonic()
                     for session in sessions:
                         await session.run(case)
                         bar.update(1)
+                    spent.append(time.monotonic() - t0)
             load.append(os.getloadavg()[0])
         finally:
             await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
@@ -560,8 +565,8 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {','.join(CONFIGS)}")
     parser.add_argument("--out", help="write every case's record and the summaries to this JSON file")
     parser.add_argument("--quick", action="store_true", help="20 cases, one per notebook")
-    parser.add_argument("--minutes", type=float, help="time budget: no case starts after it (every configuration "
-                        "runs each case, so they are always compared on the same cases)")
+    parser.add_argument("--minutes", type=float, help="time budget of the whole run: no case starts that would end "
+                        "after it at the pace so far (every configuration runs each case, so all compare the same cases)")
     parser.add_argument("--decontaminate", action="store_true", help="check the cases against the model's training corpus")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
