@@ -63,3 +63,28 @@ async def test_items_carry_validation_verdicts(jp_fetch, jp_ws_fetch, jp_servera
     assert reply["items"] or reply["summary"].startswith("no suggestion: "), reply
     assert {item["verdict"] for item in reply["items"]} <= {"ran", "incomplete", "defined"}, reply["items"]
     ws.close()
+
+
+async def test_the_next_keystroke_does_not_ask_the_kernel_for_specs_again(jp_fetch, jp_serverapp):
+    """Specs are cached per kernel until a cell runs: typing on in the same names sends no specs request."""
+    kernel_id = await _kernel_with_frame(jp_fetch, jp_serverapp)
+    kernels = jp_serverapp.web_app.settings["specgen"].kernels
+    cells = [Cell("code", "sales = load()"), Cell("code", "")]
+
+    def request(prefix: str) -> Complete:
+        return Complete(id=1, path="a.ipynb", cell_id="c", prefix=prefix, cells=cells, active=1, kernel_id=kernel_id)
+
+    first = await ground(request("sales."), kernels, kernel_id, kernel_specs=True, constrain=False, budget_ms=2000)
+    assert "units" in first.context.preamble
+    link = await kernels.link(kernel_id)
+    sent = []
+    send = link._send_shell
+
+    def spy(msg_type, content, **kw):  # counts what goes to the kernel, sends it all the same
+        sent.append((content.get("data") or {}).get("type"))
+        return send(msg_type, content, **kw)
+
+    link._send_shell = spy
+    again = await ground(request("sales.un"), kernels, kernel_id, kernel_specs=True, constrain=False, budget_ms=2000)
+    assert again.context.preamble == first.context.preamble
+    assert "specs" not in sent, sent
