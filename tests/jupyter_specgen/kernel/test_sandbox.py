@@ -449,3 +449,24 @@ def test_sandbox_status_is_computed_once_and_says_what_fences():
     assert forking.sandbox_status() is first
     if sys.platform.startswith("linux") and forking.sandbox.landlock_abi() >= 1:
         assert f"Landlock ABI {forking.sandbox.landlock_abi()}" in first[1]
+
+
+def test_refusals_are_worded_from_what_libraries_report():
+    """EROFS in a C library's words or Python's becomes 'refused: writing files ...(path)'; other errors stay."""
+    assert forking.refusal_message("Failed to open local file 'sales.parquet'. Detail: [errno 30] Read-only file system") \
+        == "refused: writing files is not allowed while validating (sales.parquet)"
+    assert forking.refusal_message("[Errno 30] Read-only file system: '/data/x.npy'") \
+        == "refused: writing files is not allowed while validating (/data/x.npy)"
+    assert forking.refusal_message("[Errno 1] Operation not permitted").startswith("refused: not allowed while validating")
+    assert forking.refusal_message("[Errno 2] No such file or directory: 'x.csv'") == ""
+    assert forking.refusal_message("name 'x' is not defined") == ""
+
+
+def test_each_child_gets_its_own_pid_and_pipe_in_the_filter():
+    """The pid and report fd patched into the filter: a child may signal itself and report, not its parent."""
+    own, parent, write_null = validate(
+        {}, ["os.kill(os.getpid(), 0)\n'alive'", "os.kill(os.getppid(), 0)", "os.write(1, b'to /dev/null')"],
+        prefix="import os\n" + DISARM, options=ValidateOptions(timeout_s=10))
+    assert (own.status, own.value.examples) == ("ran", "'alive'")
+    assert (parent.status, parent.error_type) == ("raised", "PermissionError") and parent.message.startswith("refused")
+    assert write_null.status == "ran"
