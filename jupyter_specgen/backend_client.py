@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
@@ -25,6 +26,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 __all__ = ["BackendError", "BackendState", "BackendClient"]
 
 log = logging.getLogger(__name__)
+
+# A generation of which nothing is heard for this long is failed as "not responding": below the
+# 15 s after which the browser's inline completer gives up on a provider, so the tab is told why
+# instead of waiting. Counted from the last frame of the request, so a long stream is not cut.
+GENERATE_TIMEOUT_S = 13.0
+# The connection is pinged this often; no pong within PONG_TIMEOUT_S means the backend is hung
+# (stopped, or its event loop blocked): the status says so and requests in flight are failed.
+PING_INTERVAL_S = 2.0
+PONG_TIMEOUT_S = 6.0  # generous: a loaded machine may answer late, and a false alarm fails requests
+NOT_RESPONDING = ("the model backend is not responding (stopped or stuck); requests fail until it answers "
+                  "again, or it is restarted")
 
 
 class BackendError(Exception):
@@ -51,6 +63,7 @@ class _Pending:
     on_token: Optional[Callable[[int, str], None]] = None
     on_candidate: Optional[Callable[[int, Candidate], None]] = None
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    heard: float = field(default_factory=time.monotonic)  # when the backend last sent a frame of this request
 
 
 Locate = Callable[[], Awaitable[tuple[str, str]]]  # -> (url, token)
@@ -68,6 +81,8 @@ class BackendClient:
         self._ids = itertools.count(1)
         self._task: Optional[asyncio.Task] = None
         self._closing = False
+        self.generate_timeout_s = GENERATE_TIMEOUT_S
+        self._responsive_state: Optional[BackendState] = None  # the state to restore when pongs return
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -118,7 +133,14 @@ class BackendClient:
         pending = self._pending[request_id] = _Pending(on_token=on_token, on_candidate=on_candidate)
         try:
             await ws.send(protocol.encode(request))
-            return await pending.future
+            return await self._answer(pending)
+        except asyncio.TimeoutError:
+            try:
+                await asyncio.wait_for(ws.send(protocol.encode(Cancel(id=request_id))), 1.0)
+            except (ConnectionClosed, asyncio.TimeoutError):
+                pass
+            raise BackendError("backend_unavailable", f"the model backend is not responding: no answer within "
+                               f"{self.generate_timeout_s:.0f} s") from None
         except asyncio.CancelledError:
             try:
                 await ws.send(protocol.encode(Cancel(id=request_id)))
@@ -158,7 +180,12 @@ class BackendClient:
                 url, token = await self._locate()
                 async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
                     self._ws = ws
-                    await self._read(ws)
+                    watchdog = asyncio.create_task(self._watch(ws))
+                    try:
+                        await self._read(ws)
+                    finally:
+                        watchdog.cancel()
+                        self._responsive_state = None
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as exc:
@@ -206,6 +233,7 @@ class BackendClient:
             pending = self._pending.get(str(getattr(message, "reply_to", "")))
             if pending is None:
                 continue  # an answer to a request already given up on
+            pending.heard = time.monotonic()
             if isinstance(message, Token):
                 if pending.on_token is not None:
                     pending.on_token(message.candidate, message.text)
@@ -220,6 +248,41 @@ class BackendClient:
                     pending.future.set_exception(BackendError(message.error.type, message.error.message))
             elif not pending.future.done():
                 pending.future.set_result(message)  # result, job, versions, adapters: the final answer
+
+    async def _answer(self, pending: _Pending):
+        """The final answer of ``pending``; ``TimeoutError`` once nothing was heard of it for
+        ``generate_timeout_s``."""
+        while True:
+            left = pending.heard + self.generate_timeout_s - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError
+            try:
+                return await asyncio.wait_for(asyncio.shield(pending.future), left)
+            except asyncio.TimeoutError:
+                continue  # a frame may have come meanwhile: the loop checks ``heard`` again
+
+    async def _watch(self, ws: ClientConnection) -> None:
+        """Ping the backend; while it does not answer, say so in the status and fail what waits on it."""
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            try:
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, PONG_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                if self._responsive_state is None:
+                    log.warning("%s", NOT_RESPONDING)
+                    self._responsive_state = self.state
+                    self.set_state(BackendState(state="error", model=self.state.model, device=self.state.device,
+                                                message=NOT_RESPONDING))
+                    self._fail_pending("backend_unavailable", NOT_RESPONDING)
+                continue
+            except ConnectionClosed:
+                return
+            if self._responsive_state is not None:
+                log.info("the model backend answers again")
+                restored, self._responsive_state = self._responsive_state, None
+                if self.state.message == NOT_RESPONDING:  # no newer status came meanwhile
+                    self.set_state(restored)
 
     def _fail_pending(self, error_type: str, message: str) -> None:
         for pending in self._pending.values():
