@@ -123,11 +123,13 @@ def browser():
 
 
 # What the "sums" model writes after `total = ` in a cell below `numbers = [3, 1, 2]`: three
-# continuations that run, one that raises IndexError; after `ratio = `, only one that raises.
+# continuations that run, one that raises IndexError; after `ratio = `, only one that raises;
+# after `for value in `, the header's end (an unfinished block: "incomplete").
 SUMS_NUMBERS = "numbers = [3, 1, 2]"
 SUMS_RUN = ("sum(numbers)", "max(numbers)", "len(numbers)")
 SUMS_RAISE = "numbers[7]"
 RATIO_RAISE = "1 / 0"
+FOR_HEADER = "numbers:"
 
 
 @pytest.fixture(scope="session")
@@ -149,11 +151,12 @@ def sums_model(tiny_model, tmp_path_factory) -> str:
         for target in (*SUMS_RUN, SUMS_RAISE):
             examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="total = ", target=target))
         examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="ratio = ", target=RATIO_RAISE))
+        examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="for value in ", target=FOR_HEADER))
     # One thread: on a shared machine torch's default thread pool makes these tiny steps ~6x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pretrain(base, examples * 2, steps=120, lr=5e-3)
+        pretrain(base, examples * 2, steps=140, lr=5e-3)
     finally:
         torch.set_num_threads(threads)
     folder = tmp_path_factory.mktemp("sums-model")

@@ -8,6 +8,7 @@ says why."""
 
 from __future__ import annotations
 
+import codeop
 import json
 import re
 import sqlite3
@@ -208,6 +209,25 @@ def test_when_every_candidate_raises_nothing_is_shown_and_the_status_bar_says_wh
     assert "ZeroDivisionError" in (status.get_attribute("title") or ""), status.get_attribute("title")
     assert status.get_attribute("data-state") == "none"
     assert "✓" not in said
+
+
+def test_an_unfinished_block_header_is_shown_marked_incomplete(lab, browser, artifacts):
+    """`for value in ` completed to an unfinished statement (the block's body is yet to be
+    written) is shown, and the status bar marks it "◐ incomplete", not "✓ ran"."""
+    from playwright.sync_api import expect
+
+    lab, _ = lab
+    page, _ = _open_with_numbers(lab, browser)
+    page.keyboard.type("for value in ", delay=30)
+    expect(page.locator(".jp-GhostText")).not_to_be_empty(timeout=60_000)
+    status = page.locator(".jp-specgen-status")
+    expect(status).to_contain_text("◐ incomplete", timeout=30_000)
+    text = _ghost(page)
+    page.screenshot(path=str(artifacts / "incomplete.png"))
+    # What is on screen is an unfinished statement in codeop's sense (the model was taught
+    # `numbers:`; a sample may also stop inside an open bracket, which is unfinished too).
+    assert codeop.compile_command(f"{SUMS_NUMBERS}\nfor value in {text}", symbol="exec") is None, text
+    assert "✓" not in status.inner_text()
 
 
 def test_stream_unvalidated_setting_shows_raw_text_before_validation(tmp_path, sums_model, start_lab, browser, artifacts):
