@@ -227,6 +227,9 @@ def _repr_in_fork(obj: object, timeout_s: float, chars: int) -> tuple[str, str]:
 
     if not forking.fork_available():
         return "", "user-defined __repr__ not run: no fork on this platform"
+    fenced, why = forking.sandbox_status()  # without the OS fence a user's repr does not run
+    if not fenced:
+        return "", "user-defined __repr__ not run: " + why.removeprefix("not validated: ")
     if timeout_s <= 0:
         return "", "repr cut: out of time"
 
