@@ -383,13 +383,20 @@ class Session:
 
     async def run(self, case: Case) -> dict:
         nb = self._by_nb[case.notebook]
-        if nb is not self._current:  # a fresh namespace with that notebook's setup
-            self._problem, self._current = await self.kernel.setup(nb), nb
-        if self._problem:
-            record = {"case": case.id, "live_state": case.live_state, "final": "setup", "error": self._problem,
-                      "shown": False, "executed": False, "passed": False, "exact": False, "cold_ms": None, "warm_ms": None}
-        else:
-            record = await _run_case(self.ws, self.kernel, nb, case, self._ids)
+        record = {"case": case.id, "live_state": case.live_state, "final": "setup", "error": "", "shown": False,
+                  "executed": False, "passed": False, "exact": False, "cold_ms": None, "warm_ms": None}  # fmt: skip
+        try:
+            if nb is not self._current:  # a fresh namespace with that notebook's setup
+                self._problem, self._current = await self.kernel.setup(nb), nb
+            if self._problem:
+                record["error"] = self._problem
+            else:
+                record = await _run_case(self.ws, self.kernel, nb, case, self._ids)
+        except (asyncio.TimeoutError, RuntimeError, OSError, ValueError, KeyError) as exc:
+            # One case going wrong (a kernel that stopped answering) is a failed case, not a lost run.
+            log.warning("%s: case %s failed: %r", self.name, case.id, exc)
+            self._current = None  # the next case sets its notebook up again
+            record.update(final="harness", error=repr(exc))
         self.records.append(record)
         return record
 
@@ -402,7 +409,8 @@ class Session:
             await self.server.stop()
 
 
-async def run_configs(configs: list[str], cases: list[Case], *, deadline: Optional[float] = None) -> list[dict]:
+async def run_configs(configs: list[str], cases: list[Case], *, deadline: Optional[float] = None,
+                      out: Optional[Path] = None) -> list[dict]:
     """Run ``cases`` on one fresh server per configuration; per configuration, the records.
 
     The servers start together (their start-up is most of the waiting on a busy machine), then
@@ -431,6 +439,8 @@ async def run_configs(configs: list[str], cases: list[Case], *, deadline: Option
                         await session.run(case)
                         bar.update(1)
                     spent.append(time.monotonic() - t0)
+                    if out is not None:  # what has run so far survives a run that is stopped
+                        out.write_text(json.dumps({"partial": True, "records": {x.name: x.records for x in sessions}}))
             load.append(os.getloadavg()[0])
         finally:
             await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
@@ -539,7 +549,7 @@ async def _main(args) -> None:
             skipped.append([name, *["n/a"] * (len(_COLUMNS) - 2), f"setting {', '.join(missing)} not in this tree"])
     runnable = [n for n in configs if not _missing_settings(CONFIGS[n])]
     deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
-    results = await run_configs(runnable, cases, deadline=deadline)
+    results = await run_configs(runnable, cases, deadline=deadline, out=Path(args.out) if args.out else None)
     rows = []
     print(_row(_COLUMNS))
     for r in results:
@@ -572,6 +582,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.decontaminate:
         sys.exit(_decontaminate())
+
+    def interrupted(signum, frame):  # `timeout` or a kill: unwind, so the servers started here are stopped
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     asyncio.run(_main(args))
 
 
