@@ -12,14 +12,12 @@ the slowest. Each verdict that holds up is sent to the browser at once as ``show
 from __future__ import annotations
 
 import asyncio
-import codeop
 import io
 import logging
 import time
 import tokenize
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from specgen_backend.protocol import Candidate
@@ -28,13 +26,9 @@ from ..kernel.messages import Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import judge, normalise
 
-__all__ = ["Validation", "Entry", "adds_code", "unfinished"]
+__all__ = ["Validation", "Entry", "adds_code"]
 
 log = logging.getLogger(__name__)
-
-# The kernel extension says "incomplete" itself (it runs the finished part); a kernel running an
-# older extension reports the SyntaxError of an unfinished statement, read as "incomplete" here.
-_UNFINISHED_ERRORS = ("SyntaxError", "IndentationError")
 
 
 @dataclass
@@ -78,17 +72,6 @@ def adds_code(prefix: str, candidate: str) -> str:
     except (tokenize.TokenError, SyntaxError):
         pass  # read as far as it goes: code at the cursor is often unfinished
     return "was only a comment" if comment else "was empty"
-
-
-def unfinished(cell: str) -> bool:
-    """Whether ``cell`` is an unfinished statement in the sense of ``codeop`` (an open block or
-    bracket that more lines would close), as opposed to one that is wrong."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return codeop.compile_command(cell, "<candidate>", "exec") is None
-    except (SyntaxError, ValueError, OverflowError):
-        return False
 
 
 class Validation:
@@ -186,10 +169,6 @@ class Validation:
             self._settle(entry, verdict)
 
     def _settle(self, entry: Entry, verdict: Verdict) -> None:
-        if verdict.status == "raised" and verdict.error_type in _UNFINISHED_ERRORS \
-                and unfinished(self._prefix + entry.text + self._suffix):
-            verdict = replace(verdict, status="incomplete", error_type="",  # type: ignore[arg-type]
-                              message="incomplete: an unfinished statement")
         entry.verdict = verdict
         entry.done = True
         judged = judge(verdict)

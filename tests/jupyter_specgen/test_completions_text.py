@@ -1,9 +1,9 @@
-"""What counts as a suggestion before anything runs: a candidate must add code, and an unfinished
-statement is told apart from a wrong one (pure functions of ``completions.validation``)."""
+"""What counts as a suggestion before anything runs: a candidate must add code (a pure function of
+``completions.validation``; what runs is the kernel's to say)."""
 
 import pytest
 
-from jupyter_specgen.completions.validation import adds_code, unfinished
+from jupyter_specgen.completions.validation import adds_code
 
 
 @pytest.mark.parametrize(("prefix", "candidate", "why"), [
@@ -21,9 +21,3 @@ from jupyter_specgen.completions.validation import adds_code, unfinished
 def test_a_candidate_must_add_code(prefix, candidate, why):
     """Empty, whitespace-only and comment-only candidates add no code and say which."""
     assert adds_code(prefix, candidate) == why
-
-
-def test_unfinished_statements_are_not_errors():
-    """An open block or bracket is unfinished (more lines would close it); a stray closer is an error."""
-    assert unfinished("for row in rows:\n") and unfinished("total = (1,\n")
-    assert not unfinished("x = 1)") and not unfinished("x = 1") and not unfinished("def f(:\n")

@@ -289,3 +289,15 @@ async def test_a_function_body_never_called_is_shown_as_defined(jp_fetch, jp_ws_
     assert [i["verdict"] for i in done["items"]] == ["defined"], done
     assert "not exercised" in done["items"][0]["detail"]
     ws.close()
+
+
+async def test_junk_inside_an_open_bracket_is_not_taken_for_an_unfinished_statement(jp_fetch, jp_ws_fetch,
+                                                                                     jp_serverapp):
+    """Garbage after `sales['un` leaves a bracket open, but it is wrong, not unfinished: never shown."""
+    _script(jp_serverapp, ["its',\n    'c', 0.0.  #  '3'  0x, 0.0.0.0.", "its']"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp, SETUP + "\nsales['units'] = sales['qzunits']")
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = sales['un"))
+    done = (await _frames(ws, 1))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("its']", "ran")], done
+    ws.close()
