@@ -90,12 +90,12 @@ async def run(lines: list[str], chars: int) -> dict:
         await server.stop()
 
 
-def _fmt(values: list) -> str:
+def _fmt(values: list, what: str = "shown") -> str:
     times = [v for v in values if v is not None]
     if not times:
-        return f"nothing shown in {len(values)} keystrokes"
+        return f"nothing {what} in {len(values)} keystrokes"
     return (f"p50 {statistics.median(times):6.0f} ms  p95 {_pct(times, 95):6.0f} ms  "
-            f"shown {len(times)}/{len(values)}")
+            f"{what} {len(times)}/{len(values)}")
 
 
 def main() -> None:
@@ -107,7 +107,7 @@ def main() -> None:
     result = asyncio.run(run(LINES[: args.lines], args.chars))
     for group in ("cold", "warm"):
         sys.stdout.write(f"first validated ghost text, {group}: {_fmt(result['groups'][group])};  "
-                         f"done: {_fmt(result['done'][group])}\n")
+                         f"done: {_fmt(result['done'][group], 'answered')}\n")
 
 
 if __name__ == "__main__":
