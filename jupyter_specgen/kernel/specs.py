@@ -17,6 +17,7 @@ import inspect
 import itertools
 import logging
 import os
+import re
 import sys
 import time
 import types
@@ -377,7 +378,15 @@ def _label(value: object) -> str:
     return value if isinstance(value, str) else safe_repr(value, 60)
 
 
+# A memory address in a default repr ("<Generator(PCG64) at 0x7F4E...>", "<foo.Bar object at 0x7f...>"):
+# it differs from one run to the next, so identical requests would get different prompts and
+# different suggestions. The type and contents around it stay.
+_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]{4,16}")
+
+
 def _bounded(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` without memory addresses, cut to ``limit`` characters (and whether it was cut)."""
+    text = _ADDRESS.sub("", text)
     if len(text) <= limit:
         return text, False
     return text[: max(0, limit - 3)] + "...", True
