@@ -195,8 +195,9 @@ class SpecgenExtension(ExtensionApp):
             personal=self.personalize,
         )
         kernels = None
-        if self.kernel_specs:
-            # Kernels started from now on load the kernel extension (specs, validation, log).
+        if self.kernel_specs or self.validate:
+            # Kernels started from now on load the kernel extension (specs, validation, log): each
+            # setting needs it on its own; validation must not stop because specs are off.
             autoload.install(self.serverapp.kernel_spec_manager)
             kernels = KernelLinks(self.serverapp.kernel_manager)
 
