@@ -92,7 +92,7 @@ CASES: dict[str, str] = {
     "hook off by globals": "import sys\nsys.modules['jupyter_specgen.kernel.forking']._refusal = lambda *a: ''\n"
     "open('$S/keep.txt', 'w').write('gone')",
     "hook off by __code__ via gc": "import gc, sys\nf = sys.modules['jupyter_specgen.kernel.forking']\n"
-    "for o in gc.get_referrers(f.__dict__):\n    if getattr(o, '__name__', '') == '_refusal':\n"
+    "for o in gc.get_referents(f.__dict__):\n    if getattr(o, '__name__', '') == '_refusal':\n"
     "        o.__code__ = (lambda event, args, me: '').__code__\nos.remove('$S/keep.txt')",
     # -- processes ------------------------------------------------------------------------------
     "subprocess touch": "import subprocess\nsubprocess.run(['touch', '$T/touched'], check=True)",
@@ -239,13 +239,15 @@ MAY_TIME_OUT = {
 }
 
 # Run before every case in the second pass: the audit hook disarmed both ways issue 12 found
-# (its module globals replaced, and the code of its check swapped through gc), so that only the
-# operating system's fence is left.
+# (its module globals replaced, and the code of its check swapped, found through gc), so that only
+# the operating system's fence is left. ``get_referents`` of the module's dict, not
+# ``get_referrers``: the latter walks (and so copies) the whole heap of a torch-sized kernel in
+# every child.
 DISARM = (
     "import gc as _gc, sys as _sys\n"
     "_fm = _sys.modules['jupyter_specgen.kernel.forking']\n"
     "_noop = (lambda event, args, me: '')\n"
-    "for _o in _gc.get_referrers(_fm.__dict__):\n"
+    "for _o in _gc.get_referents(_fm.__dict__):\n"
     "    if getattr(_o, '__name__', '') == '_refusal':\n"
     "        _o.__code__ = _noop.__code__\n"
     "_fm._refusal = _noop\n"
