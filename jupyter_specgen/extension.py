@@ -31,6 +31,8 @@ from .users import load_user_key
 
 __all__ = ["SpecgenExtension", "SpecgenService"]
 
+KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+
 
 class SpecgenService:
     """What the handlers share: the backend client, its child process, the open tabs, and
@@ -200,6 +202,7 @@ class SpecgenExtension(ExtensionApp):
             # setting needs it on its own; validation must not stop because specs are off.
             autoload.install(self.serverapp.kernel_spec_manager)
             kernels = KernelLinks(self.serverapp.kernel_manager)
+            self._forget_links_of_shut_down_kernels(kernels)
 
         async def locate() -> tuple[str, str]:
             if process is None:
@@ -232,6 +235,19 @@ class SpecgenExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         await self.service.stop()
+
+    def _forget_links_of_shut_down_kernels(self, kernels: KernelLinks) -> None:
+        """Tie each kernel link's life to its kernel's: the server's kernel managers emit a
+        ``kernel_actions`` event when a kernel is shut down (``KernelLinks.sweep`` catches the rest)."""
+
+        async def on_kernel_action(logger, schema_id: str, data: dict) -> None:
+            if data.get("action") == "shutdown" and data.get("kernel_id"):
+                await kernels.forget(data["kernel_id"])
+
+        try:
+            self.serverapp.event_logger.add_listener(schema_id=KERNEL_ACTIONS_SCHEMA, listener=on_kernel_action)
+        except Exception as exc:  # an older jupyter_server without the schema: the sweep alone
+            self.log.info("kernel shutdown events unavailable (%s); kernel links are swept on use", exc)
 
     def _standalone_token(self) -> str:
         if self.backend_token_file:

@@ -141,6 +141,10 @@ class KernelLink:
             self.client.stop_channels()
         except Exception:  # noqa: BLE001
             log.debug("stopping the kernel client failed", exc_info=True)
+        # The client made its own zmq context (an I/O thread and its descriptors); it is destroyed
+        # only when the client is garbage collected, which a long-lived server must not wait for.
+        if getattr(self.client, "_created_context", False) and not self.client.context.closed:
+            self.client.context.destroy(linger=0)
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -373,6 +377,7 @@ class KernelLinks:
         self._failed: dict[str, float] = {}  # kernel id → time.monotonic() of the last failure
 
     async def link(self, kernel_id: str) -> Optional[KernelLink]:
+        await self.sweep()
         link = self._links.get(kernel_id)
         if link is not None and not link.closed:
             return link
@@ -439,6 +444,13 @@ class KernelLinks:
         link = await self.link(kernel_id)
         return None if link is None else await link.cursor(before, after, notebook=notebook, budget_ms=budget_ms,
                                                             max_names=max_names)
+
+    async def sweep(self) -> None:
+        """Forget the links of kernels the manager no longer has (shut down without us being told)."""
+        for kernel_id in [k for k in self._links if k not in self.kernel_manager]:
+            await self.forget(kernel_id)
+        for kernel_id in [k for k in self._failed if k not in self.kernel_manager]:
+            self._failed.pop(kernel_id, None)
 
     async def forget(self, kernel_id: str) -> None:
         """Drop the link of a kernel that is shut down."""
