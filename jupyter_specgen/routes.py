@@ -94,7 +94,8 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             if task is not None:
                 task.cancel()
         else:
-            self.send(error_reply(getattr(message, "reply_to", None), "unknown_type", f"{message.type!r} is sent by the server, not to it"))
+            # Not a request: its ``reply_to`` names a request of the tab's that must not get a second final.
+            self.send(error_reply(None, "unknown_type", f"{message.type!r} is sent by the server, not to it"))
 
     def _task_done(self, request_id: int, task: asyncio.Task) -> None:
         self._tasks.pop(request_id, None)

@@ -77,7 +77,6 @@ log = logging.getLogger(__name__)
 # User names and adapter names: one path component, no dots-only names, no separators. Always
 # ``fullmatch``: ``$`` would let a trailing newline through ("alice\n").
 _NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,127}")
-_LOGGED = 200  # characters of a client-chosen string (an id, a name) that go into the log
 SHARED = "shared"  # owner of the operator's adapters; no user may load or delete under it
 
 
@@ -326,7 +325,9 @@ class Backend:
                                   AdapterVersions, AdapterRollback)):
             await ws.send(encode(await self._personalize(ws, message)))
         else:
-            await ws.send(encode(error_reply(getattr(message, "reply_to", None), "unknown_type", f"{message.type!r} is sent by the backend, not to it")))
+            # Not a request: its ``reply_to`` names one of the client's own requests, which must not
+            # get a second final answer from this error.
+            await ws.send(encode(error_reply(None, "unknown_type", f"{message.type!r} is sent by the backend, not to it")))
 
     # -- adapters --------------------------------------------------------------------------
 
