@@ -1,8 +1,9 @@
 """Validate candidates as they finish, and show each one that holds up as soon as it does.
 
 The backend says when each candidate is complete (``on_candidate``); ``Validation.submit`` takes
-it then, drops what adds no code (empty, only a comment), merges duplicates (equal after
-normalising whitespace) and sends it to the kernel to run in a fork. Candidates submitted in the
+it then, closes the brackets it leaves open at the end of the line (``repair.py``), drops what
+adds no code (empty, only a comment), merges duplicates (equal after normalising whitespace) and
+sends it to the kernel to run in a fork. Candidates submitted in the
 same turn of the event loop go in one ``validate`` request (the kernel forks them from one
 snapshot); later ones get a request of their own, so the first one to finish is not held up by
 the slowest. Each verdict that holds up is sent to the browser at once as ``shown``, with a
@@ -12,6 +13,7 @@ the slowest. Each verdict that holds up is sent to the browser at once as ``show
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -25,6 +27,7 @@ from specgen_backend.protocol import Candidate
 from ..kernel.messages import Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import judge, normalise
+from .repair import close_brackets
 
 __all__ = ["Validation", "Entry", "adds_code"]
 
@@ -109,6 +112,9 @@ class Validation:
         if index in self._seen:
             return
         self._seen.add(index)
+        text = close_brackets(self._prefix, candidate.text, self._suffix)
+        if text != candidate.text:
+            candidate = dataclasses.replace(candidate, text=text)
         why = adds_code(self._prefix, candidate.text)
         if why:
             self.rejected.append(why)

@@ -301,3 +301,16 @@ async def test_junk_inside_an_open_bracket_is_not_taken_for_an_unfinished_statem
     done = (await _frames(ws, 1))[-1]
     assert [(i["text"], i["verdict"]) for i in done["items"]] == [("its']", "ran")], done
     ws.close()
+
+
+async def test_a_bracket_left_open_at_the_end_of_the_line_is_closed_and_then_validated(jp_fetch, jp_ws_fetch,
+                                                                                     jp_serverapp):
+    """After `sales[`, the head `'qzunits'` alone is shown closed (`'qzunits']`, ran); a wrong column still is not."""
+    _script(jp_serverapp, ["'qzunits'", "'nope'"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = sales["))
+    done = (await _frames(ws, 1))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("'qzunits']", "ran")], done
+    assert "KeyError" in done["summary"] or done["rejected"] == 1
+    ws.close()
