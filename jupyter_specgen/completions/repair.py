@@ -10,7 +10,13 @@ or is not shown at all.
 
 Nothing is repaired when the text after the cursor already closes them, when the candidate ends
 on an operator, a comma or an opening bracket (the statement is not finished, closing it would
-guess), or inside an unterminated string.
+guess), inside an unterminated string, or when the model did not end the candidate itself (cut
+by the token limit, it may be anywhere in an expression). A comment the candidate ends with stays
+after the closers (one made only of ``#`` and spaces is dropped).
+
+``opened_and_left_open`` tells the other case apart: an unfinished cell is a fair "incomplete"
+suggestion when the user opened what is unfinished (a block header, a bracket before the cursor),
+but not when the candidate opened a bracket itself and never closed it (``[0, 3, 2, 2, 4, 4, 1``).
 """
 
 from __future__ import annotations
@@ -18,16 +24,19 @@ from __future__ import annotations
 import io
 import tokenize
 
-__all__ = ["close_brackets"]
+__all__ = ["close_brackets", "opened_and_left_open"]
 
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = set(_PAIRS.values())
 _OPERAND_TYPES = (tokenize.NAME, tokenize.NUMBER, tokenize.STRING)
 
 
-def close_brackets(prefix: str, candidate: str, suffix: str) -> str:
+def close_brackets(prefix: str, candidate: str, suffix: str, *, ended_by_model: bool = True) -> str:
     """``candidate`` with the closers of the brackets open at its end appended, when that is the
-    only thing that keeps ``prefix + candidate + suffix`` from being a complete statement."""
+    only thing that keeps ``prefix + candidate + suffix`` from being a complete statement.
+    ``ended_by_model``: the model ended it (EOS or a stop), rather than the token limit."""
+    if not ended_by_model:
+        return candidate
     line_after = suffix.split("\n", 1)[0]
     if line_after.strip() or not candidate.strip() or candidate.endswith("\n"):
         return candidate  # text follows on the line (it may close them), or the line was ended
@@ -41,7 +50,43 @@ def close_brackets(prefix: str, candidate: str, suffix: str) -> str:
     if last.type == tokenize.NAME and last.string in ("and", "or", "not", "in", "is", "if", "else", "for",
                                                         "lambda", "await", "yield", "return"):
         return candidate  # a keyword that wants an operand after it
-    return candidate.rstrip(" \t") + "".join(_PAIRS[b] for b in reversed(open_at_end))
+    closers = "".join(_PAIRS[b] for b in reversed(open_at_end))
+    code, comment = _split_trailing_comment(prefix, candidate)
+    if comment.strip(" \t#"):
+        return code.rstrip(" \t") + closers + "  " + comment.lstrip(" \t")
+    return code.rstrip(" \t") + closers
+
+
+def opened_and_left_open(prefix: str, candidate: str) -> bool:
+    """Whether ``candidate`` opens a bracket that is still open at its end."""
+    before, _ = _open_brackets(prefix)
+    after, last = _open_brackets(prefix + candidate)
+    if last is None and not after:
+        return False
+    return len(after) > len(before) or after[: len(before)] != before
+
+
+def _split_trailing_comment(prefix: str, candidate: str) -> tuple[str, str]:
+    """(candidate without the comment its last line ends in, that comment); the comment must
+    start inside the candidate."""
+    source = prefix + candidate
+    comment_start = -1
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comment_start = offsets[tok.start[0] - 1] + tok.start[1]
+            elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.DEDENT) and tok.string.strip():
+                comment_start = -1
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    cut = comment_start - len(prefix)
+    if comment_start < 0 or cut < 0:
+        return candidate, ""
+    return candidate[:cut], candidate[cut:]
 
 
 def _open_brackets(source: str) -> tuple[list[str], "tokenize.TokenInfo | None"]:

@@ -27,7 +27,7 @@ from specgen_backend.protocol import Candidate
 from ..kernel.messages import Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import judge, normalise
-from .repair import close_brackets
+from .repair import close_brackets, opened_and_left_open
 
 __all__ = ["Validation", "Entry", "adds_code"]
 
@@ -112,7 +112,8 @@ class Validation:
         if index in self._seen:
             return
         self._seen.add(index)
-        text = close_brackets(self._prefix, candidate.text, self._suffix)
+        text = close_brackets(self._prefix, candidate.text, self._suffix,
+                              ended_by_model=candidate.finish_reason == "stop")
         if text != candidate.text:
             candidate = dataclasses.replace(candidate, text=text)
         why = adds_code(self._prefix, candidate.text)
@@ -175,6 +176,11 @@ class Validation:
             self._settle(entry, verdict)
 
     def _settle(self, entry: Entry, verdict: Verdict) -> None:
+        if verdict.status == "incomplete" and opened_and_left_open(self._prefix, entry.text):
+            # Unfinished because of a bracket the candidate itself opened and never closed: that
+            # is the model stopping (or being cut) mid-expression, not the user's open block.
+            verdict = dataclasses.replace(verdict, status="raised", error_type="SyntaxError",
+                                          message="a bracket it opens is never closed")
         entry.verdict = verdict
         entry.done = True
         judged = judge(verdict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_specgen.completions.repair import close_brackets
+from jupyter_specgen.completions.repair import close_brackets, opened_and_left_open
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,32 @@ def test_brackets_open_at_the_end_of_the_line_are_closed(prefix, candidate, suff
 def test_nothing_is_guessed(prefix, candidate, suffix):
     """Unfinished expressions, strings, and text the suffix closes are left as they are."""
     assert close_brackets(prefix, candidate, suffix) == candidate
+
+
+def test_a_trailing_comment_stays_after_the_closers_and_a_junk_one_goes():
+    """Closers go before the comment the candidate ends in; a comment of only '#' and spaces is dropped."""
+    assert close_brackets("x = df[", "'year'  # the year", "") == "'year']  # the year"
+    assert close_brackets("x = df[", "'year'     #  #  #  ", "") == "'year']"
+    assert close_brackets("x = f(", "__ge__#", "") == "__ge__)"
+
+
+def test_a_candidate_cut_by_the_token_limit_is_not_repaired():
+    """Only what the model ended itself is closed: a cut candidate may stop anywhere in an expression."""
+    assert close_brackets("x = ", "[0, 3, 2, 4", "", ended_by_model=False) == "[0, 3, 2, 4"
+    assert close_brackets("x = ", "[0, 3, 2, 4", "") == "[0, 3, 2, 4]"
+
+
+@pytest.mark.parametrize(
+    "prefix,candidate,expected",
+    [
+        ("x = ", "[0, 3, 2, 4", True),  # the candidate's own bracket, left open
+        ("x = f(", "g(1", True),
+        ("x = f(", "a, ", False),  # the user's bracket: a fair unfinished suggestion
+        ("for x in ", "range(3):\n", False),  # a block header
+        ("x = f(", "g(1)", False),
+        ("x = ", "1", False),
+    ],
+)
+def test_opened_and_left_open_tells_the_candidates_bracket_from_the_users(prefix, candidate, expected):
+    """An unfinished cell counts against the candidate only when it opened what is left open."""
+    assert opened_and_left_open(prefix, candidate) is expected
