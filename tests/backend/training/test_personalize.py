@@ -27,6 +27,7 @@ def alice_run(pandas_base, alice_examples, tmp_path_factory):
     return store, report
 
 
+@pytest.mark.timeout(900)  # the module's job (200 steps and 4 variants) trains in this test's setup
 def test_adapter_completes_with_the_private_idiom_more_often(pandas_base, alice_examples, alice_run, alice_root):
     """On held-out notebooks the published adapter writes alice's idiom measurably more often than the base."""
     import sys

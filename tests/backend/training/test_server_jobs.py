@@ -176,6 +176,7 @@ async def test_crash_keeps_the_adapter_in_service_and_a_second_job_is_refused(ba
     await chat.ws.close()
 
 
+@pytest.mark.timeout(900)  # two jobs, the second with 2 variants of 60 steps each, on 2 shared cores
 async def test_variants_rollback_and_bad_requests(backend, alice_examples):
     """K=2 variants serve alternate rows of one request; rollback goes back; bad requests are answered."""
     train, heldout = alice_examples
