@@ -444,6 +444,19 @@ def _enter_os_fence(*, keep_fd: int, timeout_s: float, memory_mb: int, fence: Op
         if not ok or fence is None:
             raise SandboxUnavailable(why)
     _close_fds(keep_fd)
+    # pyarrow's default allocator (mimalloc or jemalloc) reserves a wide range of address space
+    # when its pool is first made; made in a child under RLIMIT_AS that fails ("malloc of size
+    # 128 failed"), and every frame with pyarrow-backed columns (pandas' default strings when
+    # pyarrow is installed) would raise. A pool the kernel already made is inherited and used as
+    # it is; new allocations here use the C library's malloc, which the limit only bounds (the
+    # variable covers a pyarrow first imported in the child, the call one the kernel imported).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        try:
+            arrow.set_memory_pool(arrow.system_memory_pool())
+        except Exception:  # noqa: BLE001 - an old or partial pyarrow: its own pool, as before
+            pass
     _set_limits(timeout_s=timeout_s, memory_mb=memory_mb)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past RLIMIT_FSIZE raises OSError(EFBIG)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupting the kernel is not about us
