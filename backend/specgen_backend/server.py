@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 # User names and adapter names: one path component, no dots-only names, no separators. Always
 # ``fullmatch``: ``$`` would let a trailing newline through ("alice\n").
 _NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,127}")
+# The start of a ``personalize_start`` frame (its type written first, as clients write it): the one
+# message allowed past max_message_bytes, whose other errors are then worth answering as they are.
+_UPLOAD_HEAD = re.compile(r'\s*\{\s*"type"\s*:\s*"personalize_start"')
 SHARED = "shared"  # owner of the operator's adapters; no user may load or delete under it
 
 
@@ -290,7 +293,10 @@ class Backend:
                 # readable or not, is answered as too large, as it always was.
                 try:
                     message = protocol.decode(raw, limit=self.config.max_upload_bytes)
-                except ProtocolError:
+                except ProtocolError as exc:
+                    head = raw[:4096] if isinstance(raw, str) else bytes(raw[:4096]).decode("utf-8", "replace")
+                    if exc.error_type != "too_large" and _UPLOAD_HEAD.match(head):
+                        raise  # a personalize_start within the upload limit, wrong otherwise: say how, with its id
                     message = None
                 if not isinstance(message, PersonalizeStart):
                     raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of {limit} bytes "
