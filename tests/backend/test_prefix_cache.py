@@ -16,6 +16,8 @@ from specgen_backend.protocol import PROTOCOL_VERSION, Candidate
 from specgen_backend.server import Backend, BackendConfig
 from websockets.asyncio.client import connect
 
+from .test_serving import make_adapter
+
 TOKEN = "prefix-token"
 
 pytestmark = pytest.mark.asyncio
@@ -33,22 +35,6 @@ TYPED = "by_region = sales.groupby('region')['units'].sum()\nshare = by_region /
 def context(typed: str, cells=CELLS, suffix: str = "\nprint(share)\n") -> dict:
     """The notebook with ``typed`` in a new cell after ``cells`` (the cursor at its end)."""
     return {"prefix": typed, "suffix": suffix, "cells": [*cells, {"cell_type": "code", "source": ""}], "active": len(cells)}
-
-
-def make_adapter(base_folder: str, folder, seed: int) -> None:
-    """A PEFT LoRA adapter for the tiny model whose weights move the logits visibly."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))  # fmt: skip
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.mul_(30.0)
-    model.save_pretrained(str(folder))
 
 
 @pytest.fixture(scope="module")

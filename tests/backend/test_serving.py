@@ -19,13 +19,20 @@ pytestmark = pytest.mark.asyncio
 
 
 def make_adapter(base_folder: str, folder, seed: int) -> None:
-    """A PEFT LoRA adapter for the tiny model whose weights move the logits visibly."""
+    """A PEFT LoRA adapter for the tiny model whose weights move the logits visibly.
+
+    The load takes the backend's LOAD_LOCK: a test often makes adapters while a backend it has just
+    started loads the model in a worker thread, and two unlocked loads in one process can leave the
+    other's weights on the meta device (transformers builds under process-wide context managers)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from specgen_backend.loading import LOAD_LOCK
+
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_folder)
+    with LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(base_folder)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
