@@ -262,6 +262,9 @@ class FeedbackReport:
     prefix: str  # the active cell's text before the cursor when it was shown
     suggestion: str
     accepted: bool
+    # Only part of it was taken (accept next word / accept line): ``suggestion`` is that part and
+    # ``prefix`` the cell's text before it; the rest stayed on screen and is reported on its own.
+    partial: bool = False
     cells: list[Cell] = field(default_factory=list)  # the notebook, in order
     active: int = -1  # index of the active cell in ``cells``
 

@@ -181,6 +181,7 @@ export interface IFeedbackReport {
   prefix: string;
   suggestion: string;
   accepted: boolean;
+  partial?: boolean;
   cells?: ICell[];
   active?: number;
 }

@@ -121,6 +121,32 @@ export class FeedbackTracker implements IDisposable {
     this._currentChanged.emit(this.current);
   }
 
+  /**
+   * `acceptedText`, a part of the suggestion on screen, was just typed into its cell after
+   * `prefix` (accept next word / accept line, partial.ts): report that part as a partial accept.
+   * The suggestion stays unreported: what remains of it is still on screen (the provider offers
+   * it again with the longer prefix) and is reported as usual when it is taken or turned down.
+   */
+  recordPartialAccept(prefix: string, acceptedText: string): void {
+    const shown = this._showing;
+    if (!shown || !acceptedText) {
+      return;
+    }
+    const { path, cells, active } = shown.fields;
+    const report: IFeedbackReport = {
+      path,
+      prefix,
+      suggestion: acceptedText,
+      accepted: true,
+      partial: true,
+      cells: cells ?? [],
+      active: active ?? -1
+    };
+    this._report(report).catch(reason =>
+      console.warn('[specgen] could not report a partial accept', reason)
+    );
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
