@@ -3,6 +3,10 @@
 When it is listening it writes one JSON line to stdout, ``{"event": "listening", "url": ...}``,
 so a parent process that asked for port 0 learns the port; everything else goes to the log
 (stderr).
+
+``specgen-backend download MODEL``: fetch a hub model into the Hugging Face cache with a progress
+bar (resumable: Ctrl+C keeps what came, and the same command goes on from there; verified against
+the hub's sizes and hashes), where ``serve --model auto`` finds it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from .engine import EngineConfig
 from .server import Backend, BackendConfig
 
-__all__ = ["main", "default_model"]
+__all__ = ["main", "default_model", "download"]
 
 # Used when nothing else is configured and the embedded model is absent.
 DEFAULT_HUB_MODEL = "Qwen/Qwen2.5-Coder-0.5B"
@@ -39,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specgen-backend", description="jupyter-specgen model backend")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the websocket model server")
-    serve.add_argument("--model", default=None, help="hub id or local folder of a causal LM (default: the embedded model)")
+    serve.add_argument("--model", default="auto",
+                       help="hub id or local folder of a causal LM; auto (default): the largest code model of the list "
+                            "found in the Hugging Face cache or a --model-dir that fits this device, else the embedded model")
+    serve.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                       help="folder holding model folders (DIR/Qwen2.5-Coder-0.5B, ...) that auto looks in; repeatable")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port, reported on stdout)")
     serve.add_argument("--token-file", type=Path, help="file holding the shared secret (default: $SPECGEN_BACKEND_TOKEN)")
@@ -58,11 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--prefix-cache-mb", type=int, default=BackendConfig.prefix_cache_mb,
                        help="memory for the KV caches of recent prompts, reused by the next keystroke (0: off)")
     serve.add_argument("--log-level", default="INFO")
+    fetch = sub.add_parser("download", help="download a model into the Hugging Face cache (resumable, verified)")
+    fetch.add_argument("model", help="hub id, e.g. Qwen/Qwen2.5-Coder-0.5B")
+    fetch.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
+    fetch.add_argument("--cache-dir", type=Path, help="hub cache (default: $HF_HUB_CACHE, or $HF_HOME/hub)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "download":
+        sys.exit(download(args.model, revision=args.revision, cache_dir=args.cache_dir))
     # Structured logs: one JSON object per line, ready for a log shipper.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
@@ -73,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.prefix_cache_mb < 0:
         sys.exit(f"specgen-backend: --prefix-cache-mb must be 0 (off) or more, not {args.prefix_cache_mb}")
     config = BackendConfig(
-        model=args.model or default_model(),
+        model=args.model or "auto",
+        model_dirs=tuple(str(d) for d in args.model_dir),
         token=token,
         host=args.host,
         port=args.port,
@@ -91,6 +106,38 @@ def main(argv: list[str] | None = None) -> None:
         prefix_cache_mb=args.prefix_cache_mb,
     )
     asyncio.run(_serve(config))
+
+
+def download(model: str, *, revision: str = "main", cache_dir: Path | None = None) -> int:
+    """Download ``model`` with a tqdm bar on stderr; the exit status (130 after Ctrl+C)."""
+    from tqdm import tqdm
+
+    from .download import Cancelled, DownloadError, download_model
+
+    bars: list = []  # made at the first progress, once the size is known (none when offline)
+
+    def progress(p) -> None:
+        if not bars:  # bytes, rate and time left; what an earlier download left counts as done
+            bars.append(tqdm(total=p.total, initial=p.done, unit="B", unit_scale=True, unit_divisor=1024, desc=model,
+                             dynamic_ncols=True, file=sys.stderr))  # fmt: skip
+        bars[0].update(p.done - bars[0].n)
+
+    try:
+        try:
+            done = download_model(model, revision=revision, cache_dir=cache_dir, on_progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"specgen-backend: download of {model} interrupted; what came is kept: run the same command "
+                         "again to go on from there\n")
+        return 130
+    except (Cancelled, DownloadError) as exc:
+        sys.stderr.write(f"specgen-backend: {exc}\n")
+        return 1
+    kept = "already here" if done.transferred == 0 else f"{done.transferred / 1e6:.1f} MB transferred"
+    sys.stderr.write(f"{model}: {done.total / 1e6:.1f} MB in {done.path} ({kept}); verified: {done.verified}\n")
+    return 0
 
 
 def _train_device(choice: str) -> str:

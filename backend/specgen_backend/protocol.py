@@ -9,13 +9,16 @@ candidate is complete (the client can start validating it while the others are d
 
 Client → backend: ``generate``, ``cancel``, ``status``, ``adapters_list``, ``adapter_load``,
 ``adapter_delete``; personalization: ``personalize_start``, ``personalize_status``,
-``personalize_cancel``, ``personalize_judged``, ``adapter_versions``, ``adapter_rollback``.
+``personalize_cancel``, ``personalize_judged``, ``adapter_versions``, ``adapter_rollback``;
+``model_download`` (fetch a model of the list into the hub cache and switch to it; ``cancel`` stops it).
 Backend → client: ``token`` (streamed text), ``candidate_end`` (one candidate complete, not
 final), ``result`` (final), ``error`` (final), ``status``
 (answer to ``status``, and pushed unprompted whenever the model state changes, with
 ``reply_to = None``), ``adapters`` (final answer to the three adapter requests), ``job`` (final
 answer to the personalize requests, and pushed with ``reply_to = None`` to the connection that
-started a job at each step of it), ``versions`` (final answer to the two version requests).
+started a job at each step of it), ``versions`` (final answer to the two version requests),
+``download_progress`` (not final: bytes, rate, time left of a ``model_download``) and
+``model_downloaded`` (its final answer; the new model's ``status`` is pushed when it serves).
 
 A personalize job runs on the backend host: it trains the user's adapter on the examples the
 request carries, evaluates it against the adapter in service on the held-out examples, and
@@ -80,6 +83,10 @@ __all__ = [
     "VersionInfo",
     "AdapterInfo",
     "Versions",
+    "ModelOffer",
+    "ModelDownload",
+    "DownloadProgress",
+    "ModelDownloaded",
     "Message",
     "MESSAGES",
     "decode",
@@ -108,6 +115,7 @@ ErrorType = Literal[
     "internal",  # a bug; the backend log has the traceback
     "job_running",  # a personalize job of this user is already running (here or in another process)
     "bad_request",  # a well-formed request that cannot be done (no data, nothing to roll back to ...)
+    "offline",  # a download without network: the message says how to copy a model in by hand
 ]
 
 
@@ -400,6 +408,12 @@ class Error:
 
 
 @dataclass(frozen=True)
+class ModelOffer:
+    model: str  # hub id, e.g. "Qwen/Qwen2.5-Coder-0.5B"
+    bytes: int  # what the download transfers
+
+
+@dataclass(frozen=True)
 class Status:
     """The backend's state. ``state`` is ``loading`` until the model is ready or failed."""
 
@@ -410,6 +424,9 @@ class Status:
     device: str = ""
     message: str = ""  # for ``error``: what went wrong and how to fix it
     version: int = PROTOCOL_VERSION
+    reason: str = ""  # why this model is the one in use ("Qwen2.5-Coder-0.5B found in the Hugging Face cache; ...")
+    # A better model worth downloading (``model_download``), offered while the embedded model is in use.
+    offer: Optional[ModelOffer] = None
 
 
 @dataclass(frozen=True)
@@ -503,10 +520,57 @@ class Versions:
     version: int = PROTOCOL_VERSION
 
 
+@dataclass(frozen=True)
+class ModelDownload:
+    """Download ``model`` (a hub id of the backend's list) into the Hugging Face cache, then serve it.
+
+    Only ever sent on the user's request. Answered by ``download_progress`` frames, then one
+    ``model_downloaded`` or ``error`` (``offline`` without network; ``cancelled`` after ``cancel``, the
+    part downloaded is kept and the next ``model_download`` goes on from there).
+    """
+
+    type: ClassVar[str] = "model_download"
+    id: Union[int, str]
+    model: str
+    switch: bool = True  # serve the model once it is here (without a restart)
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Where ``model_download`` ``reply_to`` is (not final)."""
+
+    type: ClassVar[str] = "download_progress"
+    reply_to: Union[int, str]
+    model: str
+    done_bytes: int  # of the model on disk, including what an earlier download left
+    total_bytes: int
+    transferred_bytes: int = 0  # by this download
+    rate: float = 0.0  # bytes per second
+    eta_s: Optional[float] = None  # seconds left (null: unknown)
+    phase: Literal["download", "load"] = "download"  # "load": here and verified, being loaded to serve
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class ModelDownloaded:
+    """The final answer to ``model_download``: the model is in the cache (and served, if ``switched``)."""
+
+    type: ClassVar[str] = "model_downloaded"
+    reply_to: Union[int, str]
+    model: str
+    path: str  # the snapshot folder in the hub cache
+    total_bytes: int
+    transferred_bytes: int
+    verified: str  # what was checked, in words
+    switched: bool = False
+    version: int = PROTOCOL_VERSION
+
+
 Message = Union[
     Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, PersonalizeStart, PersonalizeStatus,
     PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, CandidateEnd, Result, Error, Status,
-    Adapters, Job, Versions,
+    Adapters, Job, Versions, ModelDownload, DownloadProgress, ModelDownloaded,
 ]
 
 MESSAGES: Mapping[str, type] = {
@@ -514,7 +578,7 @@ MESSAGES: Mapping[str, type] = {
     for cls in (
         Generate, Cancel, StatusRequest, AdaptersList, AdapterLoad, AdapterDelete, PersonalizeStart, PersonalizeStatus,
         PersonalizeCancel, PersonalizeJudged, AdapterVersions, AdapterRollback, Token, CandidateEnd, Result, Error,
-        Status, Adapters, Job, Versions,
+        Status, Adapters, Job, Versions, ModelDownload, DownloadProgress, ModelDownloaded,
     )
 }
 

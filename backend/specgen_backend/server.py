@@ -39,6 +39,7 @@ from .codec import loads, valid_id
 from .engine import Engine, EngineConfig
 from .loading import LoadedModel, ModelUnavailable, load_model
 from .metrics import Metrics
+from .model_choice import Choice, choose_model
 from .protocol import (
     AdapterDelete,
     AdapterInfo,
@@ -52,6 +53,8 @@ from .protocol import (
     EvalMetrics,
     Generate,
     Job as JobFrame,
+    ModelDownload,
+    ModelOffer,
     PersonalizeCancel,
     PersonalizeJudged,
     PersonalizeStart,
@@ -85,7 +88,7 @@ SHARED = "shared"  # owner of the operator's adapters; no user may load or delet
 
 @dataclass(frozen=True)
 class BackendConfig:
-    model: str  # hub id or local folder
+    model: str  # hub id, local folder, or "auto" (model_choice.py: a cached code model, else the embedded one)
     token: str  # shared secret every client must present
     host: str = "127.0.0.1"  # loopback unless the operator opens it up
     port: int = 0  # 0: pick a free port (reported by ``Backend.url``)
@@ -106,6 +109,7 @@ class BackendConfig:
     engine: EngineConfig = EngineConfig()
     # Prompt KV caches kept for the next keystroke's prefill (see SchedulerConfig); 0 turns it off.
     prefix_cache_mb: int = SchedulerConfig.prefix_cache_bytes >> 20
+    model_dirs: tuple[str, ...] = ()  # folders "auto" looks in besides the Hugging Face cache (<dir>/<model name>)
 
 
 class Backend:
@@ -121,6 +125,8 @@ class Backend:
         self._message = ""
         self._device = ""
         self._preloaded = loaded
+        self._choice = _choose(config)  # the model served and why; replaced by a finished model_download
+        self._download: Optional[asyncio.Task] = None  # the model_download running (one at a time)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specgen-load")
         # Prompts are built and tokenised here, never in the model thread: the work grows with the
         # notebook and would pause every user's decoding. Two workers: one huge notebook does not
@@ -139,7 +145,7 @@ class Backend:
 
             try:
                 self._runner = JobRunner(
-                    RunnerConfig(model=config.model, store_root=config.adapter_root, device=config.train_device,
+                    RunnerConfig(model=self._choice.model, store_root=config.adapter_root, device=config.train_device,
                                  steps=config.train_steps, judge_timeout_s=config.judge_timeout_s),
                     on_published=self._hot_load)  # fmt: skip
             except OSError as exc:
@@ -194,16 +200,23 @@ class Backend:
 
     def _load(self) -> None:
         try:
-            loaded = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype)
+            loaded = load_model(self._choice.model, device=self.config.device, dtype=self.config.dtype)
             self._ready(loaded)
         except ModelUnavailable as exc:
             log.error("%s", exc)
             self._set_state("error", str(exc))
         except Exception as exc:  # a broken model folder, a bug: report it, keep serving status
-            log.exception("loading the model %s failed", self.config.model)
-            self._set_state("error", f"loading the model {self.config.model!r} failed: {exc!r}")
+            log.exception("loading the model %s failed", self._choice.model)
+            self._set_state("error", f"loading the model {self._choice.name!r} failed: {exc!r}")
 
     def _ready(self, loaded: LoadedModel) -> None:
+        bank, scheduler = self._build(loaded)
+        self._loaded, self._bank, self._device, self._scheduler = loaded, bank, loaded.device, scheduler
+        self.metrics.adapters_resident.set(len(bank.loaded()))
+        self._set_state("ready", "")
+
+    def _build(self, loaded: LoadedModel) -> tuple[Any, Scheduler]:
+        """The adapter bank (with the shared adapters) and the scheduler of ``loaded`` (any thread)."""
         from .lora import AdapterBank, AdapterBankConfig, AdapterError
 
         engine = Engine(loaded, self.config.engine)
@@ -215,12 +228,9 @@ class Backend:
                         bank.load(f"{SHARED}/{folder.name}", folder)
                     except AdapterError as exc:
                         log.error("shared adapter %s not loaded: %s", folder, exc)
-        self._loaded, self._bank, self._device = loaded, bank, loaded.device
         scheduling = SchedulerConfig(max_batch=self.config.max_batch, max_queue=self.config.max_queue,
                                      prefix_cache_bytes=self.config.prefix_cache_mb << 20)  # fmt: skip
-        self._scheduler = Scheduler(engine, bank=bank, config=scheduling, metrics=self.metrics)
-        self.metrics.adapters_resident.set(len(bank.loaded()))
-        self._set_state("ready", "")
+        return bank, Scheduler(engine, bank=bank, config=scheduling, metrics=self.metrics)
 
     def _set_state(self, state: str, message: str) -> None:
         """Record the state and push it to every client (called from any thread)."""
@@ -232,7 +242,10 @@ class Backend:
 
     def _status(self, reply_to: Any) -> Status:
         message = self._message or (self._adapters_off if self._state == "ready" else "")
-        return Status(reply_to=reply_to, state=self._state, model=self.config.model, device=self._device, message=message)  # type: ignore[arg-type]
+        choice = self._choice
+        offer = ModelOffer(model=choice.offer.repo_id, bytes=choice.offer.download_bytes) if choice.offer else None
+        return Status(reply_to=reply_to, state=self._state, model=choice.name, device=self._device, message=message,  # type: ignore[arg-type]
+                      reason=choice.reason, offer=offer)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -330,6 +343,17 @@ class Backend:
         elif isinstance(message, (PersonalizeStart, PersonalizeStatus, PersonalizeCancel, PersonalizeJudged,
                                   AdapterVersions, AdapterRollback)):
             await ws.send(encode(await self._personalize(ws, message)))
+        elif isinstance(message, ModelDownload):
+            from .hot_switch import start_download
+
+            if message.id in running:
+                await ws.send(encode(error_reply(message.id, "malformed", f"request id {message.id!r} is already running")))
+                return
+            cancel = threading.Event()
+            task = start_download(self, ws, message, cancel)
+            if task is not None:
+                running[message.id] = _Running(task=task, cancel=cancel)
+                task.add_done_callback(lambda _t, key=message.id: running.pop(key, None))
         else:
             # Not a request: its ``reply_to`` names one of the client's own requests, which must not
             # get a second final answer from this error.
@@ -518,8 +542,9 @@ class Backend:
     async def _generate(self, ws: ServerConnection, request: Generate, cancel: threading.Event) -> None:
         loop = asyncio.get_running_loop()
         arrived = time.monotonic()
+        scheduler, model_name = self._scheduler, self._choice.name  # one model for the whole request, whatever a switch does
         try:
-            if self._scheduler is None:
+            if scheduler is None:
                 reason = self._message if self._state == "error" else "the model is still loading; try again shortly"
                 await ws.send(encode(error_reply(request.id, "model_unavailable", reason)))
                 return
@@ -547,14 +572,14 @@ class Backend:
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result((candidates, error)))
 
             deadline = arrived + request.deadline_ms / 1000 if request.deadline_ms is not None else None
-            prepared = await loop.run_in_executor(self._prompts, self._scheduler.engine.prepare, request)
+            prepared = await loop.run_in_executor(self._prompts, scheduler.engine.prepare, request)
             # From here on only the bounded notebook travels: what the model thread reads of it (stop
             # rules, the brackets open at the cursor, the echo of the line) stays small, however big the frame.
             request = dataclasses.replace(request, context=prepared.context)
             job = Job(request=request, rows=rows, labels=labels, emit=emit, finish=finish, deadline=deadline, cancelled=cancel,
                       on_candidate=ended, prepared=prepared, submitted=arrived)  # fmt: skip
             try:
-                self._scheduler.submit(job)
+                scheduler.submit(job)
             except Overloaded as exc:
                 await ws.send(encode(error_reply(request.id, "overloaded", str(exc))))
                 return
@@ -567,7 +592,7 @@ class Backend:
             if error is not None:
                 await ws.send(encode(error_reply(request.id, error[0], error[1])))
             else:
-                await ws.send(encode(Result(reply_to=request.id, candidates=candidates, model=self.config.model)))
+                await ws.send(encode(Result(reply_to=request.id, candidates=candidates, model=model_name)))
         except ConnectionClosed:
             cancel.set()
         except asyncio.CancelledError:
@@ -576,6 +601,17 @@ class Backend:
         except Exception as exc:
             log.exception("generate %.200r failed", request.id)
             await _send_quietly(ws, encode(error_reply(request.id, "internal", f"generation failed: {exc!r}")))
+
+
+def _choose(config: BackendConfig) -> Choice:
+    """The model to serve; a failure of the choice itself (no CUDA for --device cuda) is reported by the load."""
+    try:
+        return choose_model(config.model, model_dirs=config.model_dirs, device=config.device)
+    except ModelUnavailable as exc:
+        from .cli import default_model
+
+        model = default_model() if config.model == "auto" else config.model
+        return Choice(model=model, name=model, reason=str(exc), source="configured")
 
 
 def _frame_id(raw) -> Any:
