@@ -18,7 +18,8 @@ from typing import Awaitable, Callable, Optional
 
 from specgen_backend import protocol
 from specgen_backend.protocol import (
-    Cancel, Candidate, CandidateEnd, CompletionContext, Constraint, Error, Generate, Job, JobState, Result, Status, Token,
+    Cancel, Candidate, CandidateEnd, CompletionContext, Constraint, DownloadProgress, Error, Generate, Job, JobState,
+    ModelOffer, Result, Status, Token,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -56,11 +57,14 @@ class BackendState:
     model: str = ""
     device: str = ""
     message: str = ""
+    reason: str = ""  # why this model serves
+    offer: Optional[ModelOffer] = None  # a better model worth downloading
 
 
 @dataclass
 class _Pending:
     on_token: Optional[Callable[[int, str], None]] = None
+    on_progress: Optional[Callable[[DownloadProgress], None]] = None  # a model_download's progress frames
     on_candidate: Optional[Callable[[int, Candidate], None]] = None
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     heard: float = field(default_factory=time.monotonic)  # when the backend last sent a frame of this request
@@ -152,19 +156,28 @@ class BackendClient:
         finally:
             self._pending.pop(request_id, None)
 
-    async def request(self, build: Callable[[str], object], *, timeout_s: float = 60.0):
+    async def request(self, build: Callable[[str], object], *, timeout_s: Optional[float] = 60.0,
+                      on_progress: Optional[Callable[[DownloadProgress], None]] = None):
         """Send the request ``build(id)`` (anything but ``generate``) and return its final answer.
 
-        Raises ``BackendError`` for an ``error`` answer, a lost connection or no answer in time.
+        Raises ``BackendError`` for an ``error`` answer, a lost connection or no answer in time
+        (``timeout_s=None``: none). ``on_progress`` sees the ``download_progress`` frames before it;
+        cancelling the awaiting task cancels the backend request too.
         """
         ws = self._ws
         if ws is None:
             raise BackendError("backend_unavailable", f"the model backend is not reachable ({self.state.state}: {self.state.message})")
         request_id = f"r{next(self._ids)}"
-        pending = self._pending[request_id] = _Pending()
+        pending = self._pending[request_id] = _Pending(on_progress=on_progress)
         try:
             await ws.send(protocol.encode(build(request_id)))
             return await asyncio.wait_for(pending.future, timeout_s)
+        except asyncio.CancelledError:
+            try:
+                await ws.send(protocol.encode(Cancel(id=request_id)))
+            except ConnectionClosed:
+                pass
+            raise
         except asyncio.TimeoutError:
             raise BackendError("backend_unavailable", f"the model backend did not answer within {timeout_s:.0f} s") from None
         except ConnectionClosed:
@@ -221,7 +234,8 @@ class BackendClient:
             if isinstance(message, Status):
                 state = {"loading": "starting", "ready": "ready", "error": "error"}[message.state]
                 text = message.message or ("loading the model" if state == "starting" else "")
-                self.set_state(BackendState(state=state, model=message.model, device=message.device, message=text))
+                self.set_state(BackendState(state=state, model=message.model, device=message.device, message=text,
+                                            reason=message.reason, offer=message.offer))
                 continue
             if isinstance(message, Job) and message.reply_to is None:
                 if self._on_job is not None and message.job is not None:
@@ -243,6 +257,12 @@ class BackendClient:
                         pending.on_candidate(message.index, message.candidate)
                     except Exception:  # the caller's bug must not end the connection shared by every tab
                         log.exception("handling candidate %d of %s failed", message.index, message.reply_to)
+            elif isinstance(message, DownloadProgress):
+                if pending.on_progress is not None:
+                    try:
+                        pending.on_progress(message)
+                    except Exception:  # the caller's bug must not end the connection shared by every tab
+                        log.exception("handling download progress of %s failed", message.reply_to)
             elif isinstance(message, Error):
                 if not pending.future.done():
                     pending.future.set_exception(BackendError(message.error.type, message.error.message))

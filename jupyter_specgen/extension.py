@@ -14,8 +14,7 @@ from typing import Optional
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from specgen_backend.cli import default_model
-from traitlets import Bool, Enum, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default
 
 from .backend_client import BackendClient, BackendState
 from .backend_process import BackendProcess
@@ -100,7 +99,8 @@ class SpecgenService:
 
     def browser_status(self) -> Status:
         s = self.client.state
-        return Status(reply_to=None, state=s.state, model=_display_name(s.model), device=s.device, message=s.message)  # type: ignore[arg-type]
+        return Status(reply_to=None, state=s.state, model=_display_name(s.model), device=s.device, message=s.message,  # type: ignore[arg-type]
+                      reason=s.reason, offer=s.offer)
 
     def _broadcast(self, state: BackendState) -> None:
         self.log.info("model backend: %s %s %s", state.state, state.model, state.message)
@@ -124,8 +124,16 @@ class SpecgenExtension(ExtensionApp):
     name = "jupyter_specgen"
 
     model = Unicode(
-        help="Hugging Face causal LM for completions: a hub id or a local folder. "
-        "Default: the small model shipped with the package, or Qwen/Qwen2.5-Coder-0.5B if absent.",
+        "auto",
+        help="Hugging Face causal LM for completions: a hub id or a local folder. auto (default): the largest "
+        "code model of the list (Qwen2.5-Coder 0.5B/1.5B/3B, StarCoder2 3B, DeepSeek-Coder 1.3B) found in the "
+        "Hugging Face cache or in model_dirs that fits the device (a CPU: the 0.5B class), else the small model "
+        "shipped with the package.",
+    ).tag(config=True)
+    model_dirs = List(
+        Unicode(),
+        help="Folders that model 'auto' looks in besides the Hugging Face cache: a model folder copied in by hand "
+        "as <dir>/Qwen2.5-Coder-0.5B is found there. Default: [<jupyter data dir>/specgen/models].",
     ).tag(config=True)
     device = Unicode("auto", help="Device of the child backend: auto (cuda if present), cpu, cuda, cuda:N.").tag(config=True)
     dtype = Unicode("auto", help="Weights dtype of the child backend: auto, float32, bfloat16, float16.").tag(config=True)
@@ -169,9 +177,9 @@ class SpecgenExtension(ExtensionApp):
         help="SQLite file of accepted and dismissed suggestions. Default: <jupyter data dir>/specgen/feedback.sqlite.",
     ).tag(config=True)
 
-    @default("model")
-    def _default_model(self) -> str:
-        return default_model()
+    @default("model_dirs")
+    def _default_model_dirs(self) -> list[str]:
+        return [str(Path(jupyter_data_dir()) / "specgen" / "models")]
 
     @default("adapter_root")
     def _default_adapter_root(self) -> str:
@@ -184,8 +192,9 @@ class SpecgenExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         process = None
         if not self.backend_url:
+            model_dirs = tuple(arg for d in self.model_dirs for arg in ("--model-dir", d))
             process = BackendProcess(model=self.model, device=self.device, dtype=self.dtype,
-                                     extra_args=("--adapter-root", self.adapter_root))
+                                     extra_args=("--adapter-root", self.adapter_root, *model_dirs))
         settings = CompletionSettings(
             candidates=self.candidates,
             max_tokens=self.max_tokens,

@@ -9,7 +9,9 @@ The TypeScript types in ``labextension/src/protocol.ts`` are generated from this
 (``python -m jupyter_specgen.protocol_typescript``) and a test fails when they differ, so the
 two ends cannot drift.
 
-Browser → server: ``complete``, ``cancel``.
+Browser → server: ``complete``, ``cancel``, ``model_download`` (only on the user's click: fetch the
+offered model and switch to it; answered by the backend's ``download_progress`` frames, relayed, and
+one ``model_downloaded`` or ``error``; ``cancel`` stops it).
 Server → browser: ``progress`` (the stage a request is in: specs, generating, validating),
 ``shown`` (a candidate that held up, as soon as it did), ``chunk`` (raw, unvalidated text of one
 candidate; only when the request asked for ``stream``), ``done`` (final, every item that held up,
@@ -34,11 +36,14 @@ from specgen_backend.protocol import (
     PROTOCOL_VERSION,
     AdapterInfo,
     Cell,
+    DownloadProgress,
     Error,
     ErrorInfo,
     EvalMetrics,
     JobReport,
     JobState,
+    ModelDownloaded,
+    ModelOffer,
     ProtocolError,
     VersionInfo,
     build,
@@ -62,6 +67,10 @@ __all__ = [
     "Error",
     "ErrorInfo",
     "Status",
+    "ModelOffer",
+    "ModelDownload",
+    "DownloadProgress",
+    "ModelDownloaded",
     "Personalize",
     "AdapterInfo",
     "VersionInfo",
@@ -199,6 +208,18 @@ class Status:
     device: str = ""
     message: str = ""  # for ``error``: the reason and how to fix it
     version: int = PROTOCOL_VERSION
+    reason: str = ""  # why this model is the one in use
+    offer: Optional[ModelOffer] = None  # a better model one click away (while the embedded one serves)
+
+
+@dataclass(frozen=True)
+class ModelDownload:
+    """The user clicked the offer: download ``model`` ("" : the one offered) and switch to it."""
+
+    type: ClassVar[str] = "model_download"
+    id: int
+    model: str = ""
+    version: int = PROTOCOL_VERSION
 
 
 @dataclass(frozen=True)
@@ -215,7 +236,8 @@ class Personalize:
 
 
 BROWSER_MESSAGES: Mapping[str, type] = {
-    cls.type: cls for cls in (Complete, Cancel, Progress, Shown, Chunk, Done, Error, Status, Personalize)
+    cls.type: cls for cls in (Complete, Cancel, Progress, Shown, Chunk, Done, Error, Status, Personalize, ModelDownload,
+                              DownloadProgress, ModelDownloaded)
 }
 
 

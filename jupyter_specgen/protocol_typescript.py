@@ -56,7 +56,7 @@ def _interface(cls: type, named: dict[type, None]) -> str:
     return "\n".join(lines)
 
 
-_SENT_BY_BROWSER = (protocol.Complete, protocol.Cancel)
+_SENT_BY_BROWSER = (protocol.Complete, protocol.Cancel, protocol.ModelDownload)
 _BODIES_FROM_BROWSER = (protocol.FeedbackReport, protocol.RollbackRequest)
 
 

@@ -3,12 +3,16 @@
 ``/specgen/ws``: one websocket per browser tab, speaking ``jupyter_specgen.protocol``.
 Authenticated by Jupyter's own auth; each ``complete`` runs as a task, and a newer ``complete``
 for the same cell, a ``cancel``, or the tab closing cancels it (JupyterLab gives providers no
-abort signal, so the request numbers are how stale work is told apart and dropped).
+abort signal, so the request numbers are how stale work is told apart and dropped). A
+``model_download`` (the user clicked the status bar's offer) is relayed to the backend as it is, its
+progress frames and final answer relayed back under the tab's request id; ``cancel`` or closing the tab
+stops it (what came is kept for the next one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from typing import Any
 
@@ -21,8 +25,9 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .backend_client import BackendError
 from .completions.pipeline import accepted_before, complete
-from .protocol import Cancel, Complete, ProtocolError, decode, encode, error_reply
+from .protocol import Cancel, Complete, ModelDownload, ProtocolError, decode, encode, error_reply
 from specgen_backend.codec import valid_id
+from specgen_backend.protocol import ModelDownload as BackendModelDownload
 from .users import specgen_user
 
 __all__ = ["CompletionsWebSocket"]
@@ -89,6 +94,14 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self._tasks[message.id] = task
             self._answered.discard(message.id)
             task.add_done_callback(lambda t, key=message.id: self._task_done(key, t))
+        elif isinstance(message, ModelDownload):
+            if message.id in self._tasks:
+                self.send(error_reply(message.id, "malformed", f"request id {message.id} is already running"))
+                return
+            task = asyncio.create_task(self._download(message))
+            self._tasks[message.id] = task
+            self._answered.discard(message.id)
+            task.add_done_callback(lambda t, key=message.id: self._task_done(key, t))
         elif isinstance(message, Cancel):
             task = self._tasks.get(message.id)
             if task is not None:
@@ -129,6 +142,26 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         except Exception as exc:
             self.log.exception("completion %s failed", request.id)
             self._final(error_reply(request.id, "internal", f"completion failed: {str(exc)[:300]}"))
+
+    async def _download(self, request: ModelDownload) -> None:
+        """Relay a model_download to the backend: its progress and its final answer, under the tab's id."""
+        offer = self.service.client.state.offer
+        model = request.model or (offer.model if offer is not None else "")
+        if not model:
+            self._final(error_reply(request.id, "bad_request", "no model is offered for download: the model in use "
+                                    f"({self.service.client.state.model}) is already the best one found for this device"))
+            return
+        self.log.info("user %s asked to download %s", self.specgen_user, model)
+        try:
+            done = await self.service.client.request(
+                lambda backend_id: BackendModelDownload(id=backend_id, model=model), timeout_s=None,
+                on_progress=lambda p: self.send(dataclasses.replace(p, reply_to=request.id)))
+            self._final(dataclasses.replace(done, reply_to=request.id))
+        except asyncio.CancelledError:
+            self._final(error_reply(request.id, "cancelled", f"download of {model} cancelled; what came is kept and "
+                                    "the next download goes on from there"))
+        except BackendError as exc:
+            self._final(error_reply(request.id, exc.error_type, exc.message))
 
     def send(self, message) -> None:
         """Send a protocol message; a tab that went away is not an error."""

@@ -14,7 +14,9 @@ import { ISignal, Signal } from '@lumino/signaling';
 import {
   IComplete,
   IDone,
+  IDownloadProgress,
   IErrorInfo,
+  IModelDownloaded,
   IPersonalize,
   IStatus,
   MAX_MESSAGE_BYTES,
@@ -84,6 +86,44 @@ export class SpecgenConnection implements IDisposable {
     this._pending.set(id, request);
     this._send(id, raw);
     return request;
+  }
+
+  /**
+   * Download `model` ('' : the one the status offers) and switch to it: only on the user's click.
+   * `onProgress` sees each progress frame; `done` settles once, with the final answer or the error
+   * (`cancelled` after `cancelDownload(id)`, `offline` without network).
+   */
+  downloadModel(
+    model: string,
+    onProgress: (progress: IDownloadProgress) => void
+  ): { id: number; done: Promise<IModelDownloaded | IErrorInfo> } {
+    const id = ++this._lastId;
+    const done = new Promise<IModelDownloaded | IErrorInfo>(resolve => {
+      this._downloads.set(id, { onProgress, settle: resolve });
+    });
+    if (!this._socket || this._socket.readyState !== WebSocket.OPEN) {
+      this._settleDownload(id, DISCONNECTED);
+    } else {
+      this._socket.send(
+        JSON.stringify({
+          type: 'model_download',
+          id,
+          model,
+          version: PROTOCOL_VERSION
+        })
+      );
+    }
+    return { id, done };
+  }
+
+  /** Stop download `id`; it settles with the server's `cancelled` (what came is kept). */
+  cancelDownload(id: number): void {
+    if (this._downloads.has(id)) {
+      this._send(
+        null,
+        JSON.stringify({ type: 'cancel', id, version: PROTOCOL_VERSION })
+      );
+    }
   }
 
   /**
@@ -207,8 +247,19 @@ export class SpecgenConnection implements IDisposable {
       case 'done':
         this._finish(message.reply_to, message);
         return;
+      case 'download_progress':
+        this._downloads.get(Number(message.reply_to))?.onProgress(message);
+        return;
+      case 'model_downloaded':
+        this._settleDownload(Number(message.reply_to), message);
+        return;
       case 'error':
-        if (typeof message.reply_to === 'number') {
+        if (
+          typeof message.reply_to === 'number' &&
+          this._downloads.has(message.reply_to)
+        ) {
+          this._settleDownload(message.reply_to, message.error);
+        } else if (typeof message.reply_to === 'number') {
           this._finish(message.reply_to, message.error);
         } else {
           console.warn(LOG_PREFIX, 'server error:', message.error.message);
@@ -227,7 +278,21 @@ export class SpecgenConnection implements IDisposable {
     }
   }
 
+  private _settleDownload(
+    id: number,
+    result: IModelDownloaded | IErrorInfo
+  ): void {
+    const download = this._downloads.get(id);
+    if (download) {
+      this._downloads.delete(id);
+      download.settle(result);
+    }
+  }
+
   private _failAll(error: IErrorInfo): void {
+    for (const id of [...this._downloads.keys()]) {
+      this._settleDownload(id, error);
+    }
     const pending = [...this._pending.values()];
     this._pending.clear();
     this._outbox.clear();
@@ -243,6 +308,8 @@ export class SpecgenConnection implements IDisposable {
       model: '',
       device: '',
       version: PROTOCOL_VERSION,
+      reason: '',
+      offer: null,
       ...fields
     };
     this._statusChanged.emit(this._status);
@@ -253,6 +320,14 @@ export class SpecgenConnection implements IDisposable {
   private _lastId = 0;
   // Requests not yet settled, by id; a reply whose id is not here is stale and dropped.
   private _pending = new Map<number, CompletionRequest>();
+  // Model downloads in flight, by id (one per click; the server allows one at a time).
+  private _downloads = new Map<
+    number,
+    {
+      onProgress: (progress: IDownloadProgress) => void;
+      settle: (result: IModelDownloaded | IErrorInfo) => void;
+    }
+  >();
   // `complete` messages made while the socket was down, sent on open (ordered by id).
   private _outbox = new Map<number, string>();
   private _retryDelay = RETRY_MIN_MS;
@@ -264,7 +339,9 @@ export class SpecgenConnection implements IDisposable {
     model: '',
     device: '',
     message: 'connecting to the Jupyter server',
-    version: PROTOCOL_VERSION
+    version: PROTOCOL_VERSION,
+    reason: '',
+    offer: null
   };
   private _statusChanged = new Signal<this, IStatus>(this);
   private _personalizeChanged = new Signal<this, IPersonalize>(this);

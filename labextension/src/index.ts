@@ -67,7 +67,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const status = new SpecgenStatus({
       hint: `Click to ${PERSONALIZE_LABEL.toLowerCase()}.`,
       // Said once per tab; the status bar item keeps a marker after it.
-      notify: message => Notification.warning(message, { autoClose: false })
+      notify: message => Notification.warning(message, { autoClose: false }),
+      // The status offers a better model while the embedded one serves; the click downloads it.
+      downloads: connection
     });
     status.setStatus(connection.status);
     status.node.addEventListener('click', () => {

@@ -61,8 +61,13 @@ export interface IJobState {
   predictions_after: string[];
 }
 
+export interface IModelOffer {
+  model: string;
+  bytes: number;
+}
+
 export interface IErrorInfo {
-  type: 'malformed' | 'unknown_type' | 'version' | 'too_large' | 'unauthorized' | 'model_unavailable' | 'unknown_adapter' | 'overloaded' | 'cancelled' | 'backend_unavailable' | 'internal' | 'job_running' | 'bad_request';
+  type: 'malformed' | 'unknown_type' | 'version' | 'too_large' | 'unauthorized' | 'model_unavailable' | 'unknown_adapter' | 'overloaded' | 'cancelled' | 'backend_unavailable' | 'internal' | 'job_running' | 'bad_request' | 'offline';
   message: string;
 }
 
@@ -149,6 +154,8 @@ export interface IStatus {
   device: string;
   message: string;
   version: number;
+  reason: string;
+  offer: IModelOffer | null;
 }
 
 export interface IPersonalize {
@@ -157,6 +164,38 @@ export interface IPersonalize {
   job: IJobState | null;
   adapters: IAdapterInfo[];
   enabled: boolean;
+  version: number;
+}
+
+export interface IModelDownload {
+  type: 'model_download';
+  id: number;
+  model?: string;
+  version?: number;
+}
+
+export interface IDownloadProgress {
+  type: 'download_progress';
+  reply_to: number | string;
+  model: string;
+  done_bytes: number;
+  total_bytes: number;
+  transferred_bytes: number;
+  rate: number;
+  eta_s: number | null;
+  phase: 'download' | 'load';
+  version: number;
+}
+
+export interface IModelDownloaded {
+  type: 'model_downloaded';
+  reply_to: number | string;
+  model: string;
+  path: string;
+  total_bytes: number;
+  transferred_bytes: number;
+  verified: string;
+  switched: boolean;
   version: number;
 }
 
@@ -192,7 +231,7 @@ export interface IRollbackRequest {
 }
 
 /** Messages the browser sends. */
-export type BrowserMessage = IComplete | ICancel;
+export type BrowserMessage = IComplete | ICancel | IModelDownload;
 
 /** Messages the server sends. */
-export type ServerMessage = IProgress | IShown | IChunk | IDone | IError | IStatus | IPersonalize;
+export type ServerMessage = IProgress | IShown | IChunk | IDone | IError | IStatus | IPersonalize | IDownloadProgress | IModelDownloaded;
