@@ -295,52 +295,78 @@ async def test_a_megabyte_prefix_does_not_pause_another_users_stream(tiny_model)
         huge = line * ((1_000_000 - 1000) // len(line))
         # Warm up: the first prefill and decode of a process are slow for reasons of their own.
         await ask(big, "warm", user="alice", context={"prefix": line * 20}, max_tokens=4)
-        # Bob's stream: sampled (the tiny model's greedy choice is to stop at once), and started
-        # again whenever it ends, so that it is running whenever the big request arrives.
-        streams = 0
-
-        async def next_stream():
-            nonlocal streams
-            streams += 1
-            await streaming.send(frame("generate", f"stream{streams}", user="bob", context={"prefix": "total = 0\n"},
-                                       max_tokens=400, temperature=1.0, stop=["\u2603"]))  # fmt: skip
-
-        await next_stream()
-        gaps: list[tuple[float, float]] = []  # (previous token frame, this one) within one stream
-        last = None
-        sent_at = answered_at = None
-        pending = None
-        while answered_at is None or len(gaps) < 120:
-            msg = json.loads(await asyncio.wait_for(streaming.recv(), 120))
-            now = time.perf_counter()
-            if msg["type"] == "token":
-                if last is not None:
-                    gaps.append((last, now))
-                last = now
-            elif msg["type"] in ("result", "error"):
-                assert msg["type"] == "result", msg
-                last = None
-                await next_stream()
-            if len(gaps) == 60 and sent_at is None:
-                sent_at = time.perf_counter()
-                await big.send(frame("generate", "big", user="alice", context={"prefix": huge}, max_tokens=2))
-                pending = asyncio.ensure_future(big.recv())
-            while pending is not None and answered_at is None and pending.done():
-                reply = json.loads(pending.result())
-                if reply.get("reply_to") == "big" and reply["type"] in ("result", "error"):
-                    assert reply["type"] == "result", reply
-                    answered_at = time.perf_counter()
-                else:
-                    pending = asyncio.ensure_future(big.recv())
-        before = [b - a for a, b in gaps[10:60]]
-        usual = statistics.median(before)
-        around = [b - a for a, b in gaps if b >= sent_at and a <= answered_at]
-        assert around, "no token of the other stream came while the big request was served"
-        assert max(around) <= 4 * usual + max(before), (max(around), usual, max(before), around)
+        # A pause the big request causes shows in every attempt; a neighbour on a shared machine
+        # taking the core for a moment shows in one. So: three attempts, one within the bound passes.
+        attempts = []
+        for attempt in range(3):
+            pause, usual, worst_before, around = await _pause_of_a_big_request(streaming, big, huge, f"a{attempt}")
+            attempts.append((pause, usual, worst_before))
+            if pause <= 4 * usual + worst_before:
+                break
+        else:
+            raise AssertionError(f"each attempt paused the other stream beyond 4 usual gaps + the worst before: "
+                                 f"(pause, usual, worst before) = {attempts}; last gaps: {around}")
         await streaming.close()
         await big.close()
     finally:
         await backend.close()
+
+
+async def _pause_of_a_big_request(streaming, big, huge: str, tag: str) -> tuple[float, float, float, list[float]]:
+    """Bob streams (sampled, restarted whenever it ends); after 60 token gaps Alice sends ``huge``.
+    The longest gap of Bob's stream while Alice's request is served, the median and the longest gap
+    before it, and the gaps around it (seconds)."""
+    streams = 0
+
+    async def next_stream():
+        nonlocal streams
+        streams += 1
+        await streaming.send(frame("generate", f"{tag}-stream{streams}", user="bob", context={"prefix": "total = 0\n"},
+                                   max_tokens=400, temperature=1.0, stop=["\u2603"]))  # fmt: skip
+
+    await next_stream()
+    gaps: list[tuple[float, float]] = []  # (previous token frame, this one) within one stream
+    last = None
+    sent_at = answered_at = None
+    pending = None
+    while answered_at is None or len(gaps) < 120:
+        msg = json.loads(await asyncio.wait_for(streaming.recv(), 120))
+        now = time.perf_counter()
+        if msg.get("reply_to") != f"{tag}-stream{streams}":
+            continue  # the answer to an earlier attempt's cancel
+        if msg["type"] == "token":
+            if last is not None:
+                gaps.append((last, now))
+            last = now
+        elif msg["type"] in ("result", "error"):
+            assert msg["type"] == "result", msg
+            last = None
+            await next_stream()
+        if len(gaps) == 60 and sent_at is None:
+            sent_at = time.perf_counter()
+            await big.send(frame("generate", f"{tag}-big", user="alice", context={"prefix": huge}, max_tokens=2))
+            pending = asyncio.ensure_future(big.recv())
+        while pending is not None and answered_at is None and pending.done():
+            reply = json.loads(pending.result())
+            if reply.get("reply_to") == f"{tag}-big" and reply["type"] in ("result", "error"):
+                assert reply["type"] == "result", reply
+                answered_at = time.perf_counter()
+            else:
+                pending = asyncio.ensure_future(big.recv())
+    await _drain(streaming, f"{tag}-stream{streams}")
+    before = [b - a for a, b in gaps[10:60]]
+    around = [b - a for a, b in gaps if b >= sent_at and a <= answered_at]
+    assert around, "no token of the other stream came while the big request was served"
+    return max(around), statistics.median(before), max(before), around
+
+
+async def _drain(ws, request_id: str) -> None:
+    """Cancel ``request_id`` and read until its final answer, so that the next attempt starts clean."""
+    await ws.send(frame("cancel", request_id))
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 120))
+        if msg.get("reply_to") == request_id and msg["type"] in ("result", "error"):
+            return
 
 
 def test_the_character_bound_changes_no_prompt(tiny_model, monkeypatch):
