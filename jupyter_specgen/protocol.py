@@ -80,7 +80,10 @@ __all__ = [
     "Skipped",
     "Dropped",
     "DataSummary",
+    "UsedExample",
+    "Estimate",
     "FeedbackReport",
+    "CellRun",
     "RollbackRequest",
     "REST_TYPES",
     "ProtocolError",
@@ -258,6 +261,29 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class UsedExample:
+    """One training or held-out example and why it is used."""
+
+    notebook: str
+    cell_index: int  # its cell in the notebook; -1 for a kept suggestion
+    split: Literal["train", "heldout"]
+    reason: str  # "a cell you wrote that ran cleanly", "a suggestion you kept (…)"
+    preview: str  # the start of what the model learns to write
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a personalize job would take, before it starts (``personalize/estimate.py``)."""
+
+    seconds: float
+    text: str  # "about 2 minutes"
+    steps: int  # optimizer steps planned: the main adapter and any variants
+    seconds_per_step: float
+    measured: bool  # the time of a step was measured on this server's last job (else a first guess)
+    how: str  # how it was computed, in words
+
+
+@dataclass(frozen=True)
 class DataSummary:
     """What a personalize job would train on (``GET /specgen/personalize/data``)."""
 
@@ -274,6 +300,16 @@ class DataSummary:
     dropped: list[Dropped] = field(default_factory=list)  # cells not used, and why
     truncated: bool = False  # more notebooks than the scan reads
     left_out: int = 0  # examples beyond what one job uploads (oldest notebooks first)
+    # What became of the accepted suggestions (``personalize/feedback.py`` has the rule): only kept
+    # ones are trained on.
+    feedback_kept: int = 0  # still in their cell when it next ran cleanly
+    feedback_changed: int = 0  # deleted or rewritten before the cell next ran
+    feedback_raised: int = 0  # the cell raised the next time it ran
+    feedback_pending: int = 0  # the cell has not run since
+    feedback_unchecked: int = 0  # accepted before this rule existed: never checked, never trained on
+    examples: list[UsedExample] = field(default_factory=list)  # why each example is used (the first 300)
+    refusal: str = ""  # why "Start training" is refused, and what to do; "" when it can start
+    estimate: Optional[Estimate] = None  # how long a job would take (None when it is refused)
 
 
 @dataclass(frozen=True)
@@ -289,6 +325,17 @@ class FeedbackReport:
     partial: bool = False
     cells: list[Cell] = field(default_factory=list)  # the notebook, in order
     active: int = -1  # index of the active cell in ``cells``
+    cell_id: str = ""  # the cell it was shown in
+    key: str = ""  # the browser's name for one accept: its ``ran`` report carries the same key
+    ran: Optional[CellRun] = None  # an accepted suggestion's cell, the next time it ran
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """The cell of an accepted suggestion when it next ran: its text then, and whether it raised."""
+
+    source: str
+    success: bool
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@
 | ``DELETE specgen/personalize`` | cancel the running job | ``Personalize`` |
 | ``GET specgen/personalize/data`` | what a job would train on (scans the notebooks) | ``DataSummary`` |
 | ``POST specgen/personalize/rollback`` | put an earlier version back (``RollbackRequest``) | ``Personalize`` |
-| ``POST specgen/feedback`` | a suggestion accepted or dismissed (``FeedbackReport``) | 204 |
+| ``POST specgen/feedback`` | a suggestion accepted, the next run of its cell, or a dismissal (``FeedbackReport``) | 204 |
 
 Every failure is answered as ``{"error": {"type", "message"}}`` with a status that fits it: 400
-for a bad body or nothing to do, 409 when the user's job already runs, 413 for an oversized body,
+for a bad body or nothing to do (``POST specgen/personalize`` with fewer than two notebooks to train
+and measure on says so, and what to do), 409 when the user's job already runs, 413 for an oversized body,
 503 when the model backend cannot be reached. The user is the one Jupyter authenticated; no body
 names a user.
 """
@@ -123,7 +124,11 @@ class FeedbackHandler(_Base):
         except ProtocolError as exc:
             self.fail(exc.error_type, exc.message)
             return
-        await self.personalize.record_feedback(self.user, report)
+        try:
+            await self.personalize.record_feedback(self.user, report)
+        except BackendError as exc:
+            self.fail(exc.error_type, exc.message)
+            return
         self.set_status(204)
         self.finish()
 

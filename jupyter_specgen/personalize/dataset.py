@@ -12,6 +12,15 @@ linearisation, so training and completion see the same text.
 
 The held-out split is by notebook (a hash of its path), so a notebook's cells are never on both
 sides and the split does not change when other notebooks are added.
+
+With fewer than two notebooks there is nothing to hold out, so a job is refused
+(:func:`refusal`) rather than trained unmeasured: we chose that over splitting one notebook's cells
+by time, because the held-out cells of one notebook sit below the very cells trained on and share
+their names and data, so such a measure would flatter the adapter; and the judge replays a held-out
+cell after its notebook's cells, which a split notebook would make half training data.
+
+Accepted suggestions are examples only once they were *kept* (``feedback.py``: still in the cell
+when it next ran cleanly). Each example says why it is used (:func:`reason_of`).
 """
 
 from __future__ import annotations
@@ -29,7 +38,10 @@ from .feedback import FeedbackRecord
 from .notebooks import ScannedNotebook
 
 __all__ = ["Example", "DatasetOptions", "Dataset", "examples_from_notebook", "examples_from_feedback",
-           "build_dataset", "write_jsonl", "read_jsonl"]
+           "build_dataset", "reason_of", "refusal", "MIN_NOTEBOOKS", "write_jsonl", "read_jsonl"]
+
+# One notebook to train on and one to measure on.
+MIN_NOTEBOOKS = 2
 
 
 @dataclass(frozen=True)
@@ -126,10 +138,11 @@ def examples_from_notebook(notebook: ScannedNotebook, *, log_entries: Sequence[L
 
 
 def examples_from_feedback(records: Iterable[FeedbackRecord], *, options: DatasetOptions = DatasetOptions()) -> list[Example]:
-    """Accepted suggestions become examples: the text the user had typed, then what they took."""
+    """Kept suggestions become examples: the text the user had typed, then what they took. An
+    accept that is pending, or whose text was changed or raised, never does."""
     out = []
     for record in records:
-        if not record.accepted or len(record.suggestion.strip()) < options.min_target_chars:
+        if not record.trainable or len(record.suggestion.strip()) < options.min_target_chars:
             continue
         out.append(Example(notebook=record.notebook, cells_before=list(record.cells_before[-options.context_cells:]),
                            intent=_comment_text(_split_leading_comments(record.prefix)[0]), prefix=record.prefix,
@@ -164,6 +177,29 @@ def build_dataset(notebooks: Sequence[ScannedNotebook], *, log_entries: Sequence
         notebooks_heldout=[n for n in names if n in held],
         dropped=dropped,
     )
+
+
+def reason_of(example: Example) -> str:
+    """Why ``example`` is used, in the user's words."""
+    if example.origin == "feedback":
+        return "a suggestion you kept (it was still in the cell when the cell ran without error)"
+    if example.spec:
+        return "a cell you wrote that ran without error (with what it read, from the kernel's log)"
+    return "a cell you wrote that ran without error"
+
+
+def refusal(*, train: Sequence[Example], heldout: Sequence[Example], root: str) -> str:
+    """Why a job on these examples cannot start and what to do, or "" when it can."""
+    if not train and not heldout:
+        return (f"There is nothing to train on yet: personalization learns from code cells that ran without error "
+                f"in the notebooks under {root}. Run and save a few notebooks first.")
+    names = sorted({e.notebook for e in [*train, *heldout]})
+    if len(names) < MIN_NOTEBOOKS or not heldout or not train:
+        have = f"you have {len(names)}" + (f" ({', '.join(names[:3])})" if names else "")
+        return (f"Training needs at least {MIN_NOTEBOOKS} notebooks with code that ran without error: one is kept "
+                f"aside to measure whether training helps; {have}. Run and save another notebook under {root}, "
+                f"then start again.")
+    return ""
 
 
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> int:

@@ -2,8 +2,11 @@
 backend, judge it where the notebooks' data is, and keep the user's tabs told.
 
 - ``summary`` / ``start``: scan the notebooks under the Jupyter root (in a thread), read the
-  execution log of every running kernel, take the user's accepted suggestions from the feedback
-  store, and build the examples (``dataset.py``); ``start`` uploads them in ``personalize_start``.
+  execution log of every running kernel, take the user's kept suggestions from the feedback store
+  (``feedback.py``: accepted and still in the cell when it next ran cleanly), and build the
+  examples (``dataset.py``); the summary says why each one is used, why a job would be refused
+  (fewer than two notebooks: nothing to measure on) and how long it would take (``estimate.py``);
+  ``start`` refuses with that reason or uploads the examples in ``personalize_start``.
 - The backend pushes each step of the job (``on_job``). In phase ``judge`` it hands over the
   held-out predictions of the adapter in service and of the candidate; they are run after their
   notebooks' cells in guarded forks by a child process (``python -m jupyter_specgen.personalize
@@ -43,9 +46,10 @@ from specgen_backend.protocol import (
 from ..backend_client import BackendClient, BackendError
 from ..kernel.messages import LogEntry
 from ..kernel_client import KernelLinks
-from ..protocol import DataSummary, Dropped, FeedbackReport, Personalize, RollbackRequest, Skipped
-from .dataset import DatasetOptions, Example, build_dataset
-from .feedback import FeedbackRecord, FeedbackStore
+from ..protocol import DataSummary, Dropped, FeedbackReport, Personalize, RollbackRequest, Skipped, UsedExample
+from .dataset import DatasetOptions, Example, build_dataset, reason_of, refusal
+from .estimate import JobClock, estimate, load_timings, save_timings
+from .feedback import FeedbackRecord, FeedbackStore, accept_outcome
 from .notebooks import ScanOptions, scan_notebooks
 
 __all__ = ["PersonalizeSettings", "PersonalizeService", "Collected"]
@@ -66,6 +70,7 @@ class PersonalizeSettings:
     max_heldout: int = 200
     max_upload_bytes: int = 24 << 20  # under the backend's upload limit (32 MiB); a quarter for held-out
     log_entries: int = 500  # execution-log entries asked of each running kernel
+    listed_examples: int = 300  # examples the data summary lists with their reason
     scan: ScanOptions = ScanOptions()
     dataset: DatasetOptions = DatasetOptions()
 
@@ -102,13 +107,17 @@ class PersonalizeService:
         self._jobs: dict[str, _UserJob] = {}
         self._adapters: dict[str, list[AdapterInfo]] = {}
         self._tasks: set[asyncio.Task] = set()
+        # The step times of the last finished job (any user's: one model, one machine), for estimates.
+        self._timings_path = Path(feedback.path).parent / "personalize_timings.json"
+        self._timings = load_timings(self._timings_path)
+        self._clock = JobClock()
 
     # -- what the handlers call ------------------------------------------------------------
 
     async def collect(self, user: str) -> Collected:
         """Scan and build the user's examples (the scan runs in a thread: it reads files)."""
         entries = await self._log_entries()
-        records = await asyncio.to_thread(self.feedback.records, user, accepted=True)
+        records = await asyncio.to_thread(self.feedback.records, user, accepted=True, outcome="kept")
         counts = await asyncio.to_thread(self.feedback.counts, user)
         scan = await asyncio.to_thread(scan_notebooks, self.root_dir, self.settings.scan)
         data = await asyncio.to_thread(build_dataset, scan.notebooks, log_entries=entries, feedback=records,
@@ -117,6 +126,10 @@ class PersonalizeService:
         heldout, heldout_out, used = self._capped(data.heldout, count=s.max_heldout, size=s.max_upload_bytes // 4)
         train, train_out, _ = self._capped(data.train, count=s.max_examples, size=s.max_upload_bytes - used)
         left_out = heldout_out + train_out
+        refused = refusal(train=train, heldout=heldout, root=str(self.root_dir))
+        listed = [UsedExample(notebook=e.notebook, cell_index=e.cell_index, split=split, reason=reason_of(e),
+                              preview=_preview(e.target))
+                  for split, examples in (("train", train), ("heldout", heldout)) for e in examples]
         summary = DataSummary(
             root=str(self.root_dir), train=len(train), heldout=len(heldout),
             notebooks_train=data.notebooks_train, notebooks_heldout=data.notebooks_heldout,
@@ -126,6 +139,11 @@ class PersonalizeService:
             skipped=[Skipped(path=p, reason=r) for p, r in sorted(scan.skipped.items())],
             dropped=[Dropped(reason=r, count=n) for r, n in sorted(data.dropped.items())],
             truncated=scan.truncated, left_out=left_out,
+            feedback_kept=counts["kept"], feedback_changed=counts["changed"], feedback_raised=counts["raised"],
+            feedback_pending=counts["pending"], feedback_unchecked=counts["unchecked"],
+            examples=listed[: s.listed_examples], refusal=refused,
+            estimate=None if refused else estimate(train=len(train), heldout=len(heldout), steps_setting=s.steps,
+                                                   variants=self._variants(len(train)), timings=self._timings),
         )  # fmt: skip
         return Collected(summary=summary, train=train, heldout=heldout)
 
@@ -148,14 +166,11 @@ class PersonalizeService:
     async def start(self, user: str) -> Personalize:
         """Collect the user's data and start their job; ``BackendError`` says why not."""
         collected = await self.collect(user)
-        if not collected.train:
-            raise BackendError("bad_request", "there is nothing to train on yet: personalization learns from code "
-                               f"cells that ran without error in the notebooks under {self.root_dir}; run and save "
-                               "a few notebooks first")
+        if collected.summary.refusal:
+            raise BackendError("bad_request", collected.summary.refusal)
         s = self.settings
         heldout = collected.heldout
-        # Variants need two examples each and a LoRA adapter to start from; without, none.
-        variants = s.variants if s.kind == "lora" and len(collected.train) >= 2 * s.variants else 0
+        variants = self._variants(len(collected.train))
         request = lambda id: PersonalizeStart(  # noqa: E731
             id=id, user=user, train=[_wire(e) for e in collected.train], heldout=[_wire(e) for e in heldout],
             variants=variants, steps=s.steps, judge=s.judge and bool(heldout), kind=s.kind)
@@ -181,12 +196,24 @@ class PersonalizeService:
         self._push(user, message)  # the user's other tabs
         return message
 
-    async def record_feedback(self, user: str, report: FeedbackReport) -> None:
+    async def record_feedback(self, user: str, report: FeedbackReport) -> str:
+        """Store a report; return the outcome stored (``feedback.py`` has the rule)."""
+        if report.ran is not None and not report.accepted:
+            raise BackendError("bad_request", "FeedbackReport.ran is the next run of an accepted suggestion's cell; "
+                               "a dismissed suggestion has none")
+        if report.ran is not None and not report.key:
+            raise BackendError("bad_request", "FeedbackReport.ran needs the key of the accept it settles")
         active = report.active if 0 <= report.active <= len(report.cells) else len(report.cells)
+        if not report.accepted:
+            outcome = "dismissed"
+        elif report.ran is None:
+            outcome = "pending"
+        else:
+            outcome = accept_outcome(report.suggestion, report.ran.source, report.ran.success)
         record = FeedbackRecord(notebook=report.path, prefix=report.prefix, suggestion=report.suggestion,
-                                accepted=report.accepted,
+                                accepted=report.accepted, outcome=outcome, key=report.key, cell_id=report.cell_id,
                                 cells_before=[{"cell_type": c.cell_type, "source": c.source} for c in report.cells[:active]])
-        await asyncio.to_thread(self.feedback.record, user, record)
+        return await asyncio.to_thread(self.feedback.record, user, record)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -201,6 +228,10 @@ class PersonalizeService:
         user = state.user
         job = self._jobs.setdefault(user, _UserJob())
         previous = job.state
+        timings = self._clock.observe(state)
+        if timings is not None:
+            self._timings = timings
+            self._spawn(asyncio.to_thread(save_timings, self._timings_path, timings))
         self._remember(user, state)
         if state.state == "running" and state.phase == "judge" and state.predictions_after and not job.judging:
             job.judging = True
@@ -302,6 +333,11 @@ class PersonalizeService:
         chosen = {id(e) for e in kept}
         return [e for e in examples if id(e) in chosen], len(examples) - len(kept), used
 
+    def _variants(self, train: int) -> int:
+        """Variants a job trains: they need two examples each and a LoRA adapter to start from."""
+        s = self.settings
+        return s.variants if s.kind == "lora" and train >= 2 * s.variants else 0
+
     def _remember(self, user: str, state: Optional[JobState]) -> None:
         self._jobs.setdefault(user, _UserJob()).state = state
 
@@ -314,6 +350,12 @@ class PersonalizeService:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _preview(target: str, chars: int = 80) -> str:
+    """The first line of ``target`` (cut to ``chars``), what the panel lists."""
+    line = next((line for line in target.splitlines() if line.strip()), "")
+    return line if len(line) <= chars else line[: chars - 1] + "…"
 
 
 def _wire(example: Example) -> WireExample:

@@ -4,6 +4,28 @@
 export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 1048576;
 
+export interface ICellRun {
+  source: string;
+  success: boolean;
+}
+
+export interface IEstimate {
+  seconds: number;
+  text: string;
+  steps: number;
+  seconds_per_step: number;
+  measured: boolean;
+  how: string;
+}
+
+export interface IUsedExample {
+  notebook: string;
+  cell_index: number;
+  split: 'train' | 'heldout';
+  reason: string;
+  preview: string;
+}
+
 export interface IDropped {
   reason: string;
   count: number;
@@ -213,6 +235,14 @@ export interface IDataSummary {
   dropped: IDropped[];
   truncated: boolean;
   left_out: number;
+  feedback_kept: number;
+  feedback_changed: number;
+  feedback_raised: number;
+  feedback_pending: number;
+  feedback_unchecked: number;
+  examples: IUsedExample[];
+  refusal: string;
+  estimate: IEstimate | null;
 }
 
 export interface IFeedbackReport {
@@ -223,6 +253,9 @@ export interface IFeedbackReport {
   partial?: boolean;
   cells?: ICell[];
   active?: number;
+  cell_id?: string;
+  key?: string;
+  ran?: ICellRun | null;
 }
 
 export interface IRollbackRequest {

@@ -101,17 +101,21 @@ def test_jsonl_round_trip(root, tmp_path):
     assert {"notebook", "cells_before", "intent", "spec", "prefix", "target"} <= fields
 
 
-def test_feedback_is_per_user_and_accepted_become_examples(tmp_path):
-    """Feedback queries never cross users; accepted suggestions (not rejected ones) become examples."""
+def test_feedback_is_per_user_and_kept_suggestions_become_examples(tmp_path):
+    """Feedback queries never cross users; kept suggestions (not pending or dismissed ones) become examples."""
     store = FeedbackStore(tmp_path / "fb.sqlite")
-    store.record("alice", FeedbackRecord(notebook="a.ipynb", prefix="df = ", suggestion="zq_tidy(raw)", accepted=True))
+    store.record("alice", FeedbackRecord(notebook="a.ipynb", prefix="df = ", suggestion="zq_tidy(raw)", accepted=True,
+                                         outcome="kept"))
+    store.record("alice", FeedbackRecord(notebook="a.ipynb", prefix="df = ", suggestion="later()", accepted=True))
     store.record("alice", FeedbackRecord(notebook="a.ipynb", prefix="df = ", suggestion="bad()", accepted=False))
-    store.record("bob", FeedbackRecord(notebook="b.ipynb", prefix="x = ", suggestion="bob_secret()", accepted=True))
-    assert store.counts("alice") == {"accepted": 1, "rejected": 1}
+    store.record("bob", FeedbackRecord(notebook="b.ipynb", prefix="x = ", suggestion="bob_secret()", accepted=True,
+                                       outcome="kept"))
+    counts = store.counts("alice")
+    assert (counts["accepted"], counts["rejected"], counts["kept"], counts["pending"]) == (2, 1, 1, 1)
     assert [r.suggestion for r in store.records("bob")] == ["bob_secret()"]
     data = build_dataset([], feedback=store.records("alice"), options=DatasetOptions(heldout_fraction=0))
     assert [e.target for e in data.train] == ["zq_tidy(raw)"] and data.train[0].origin == "feedback"
     store.close()
     reopened = FeedbackStore(tmp_path / "fb.sqlite")
-    assert reopened.counts("alice")["accepted"] == 1
+    assert reopened.counts("alice") == counts
     reopened.close()
