@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-new-tokens", type=int, default=128)
     serve.add_argument("--prefix-cache-mb", type=int, default=BackendConfig.prefix_cache_mb,
                        help="memory for the KV caches of recent prompts, reused by the next keystroke (0: off)")
+    serve.add_argument("--engine", default="native", choices=["native", "vllm"],
+                       help="who generates: native (this process; fLoRA too) or vllm (a vLLM server: docs/serving.md)")
+    serve.add_argument("--vllm-url", default=None,
+                       help="with --engine vllm: the `vllm serve` server to use, http://HOST:PORT (default: start one)")
     serve.add_argument("--log-level", default="INFO")
     fetch = sub.add_parser("download", help="download a model into the Hugging Face cache (resumable, verified)")
     fetch.add_argument("model", help="hub id, e.g. Qwen/Qwen2.5-Coder-0.5B")
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         train_steps=args.train_steps,
         engine=EngineConfig(max_new_tokens=args.max_new_tokens),
         prefix_cache_mb=args.prefix_cache_mb,
+        serving_engine=args.engine,
+        vllm_url=args.vllm_url,
     )
     asyncio.run(_serve(config))
 

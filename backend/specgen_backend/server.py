@@ -109,6 +109,10 @@ class BackendConfig:
     engine: EngineConfig = EngineConfig()
     # Prompt KV caches kept for the next keystroke's prefill (see SchedulerConfig); 0 turns it off.
     prefix_cache_mb: int = SchedulerConfig.prefix_cache_bytes >> 20
+    # Who generates: "native" (this process: transformers + our batching, fLoRA) or "vllm" (a vLLM
+    # server: engines/, docs/serving.md), at ``vllm_url`` or, when None, one this backend starts.
+    serving_engine: str = "native"
+    vllm_url: Optional[str] = None
     model_dirs: tuple[str, ...] = ()  # folders "auto" looks in besides the Hugging Face cache (<dir>/<model name>)
 
 
@@ -200,7 +204,9 @@ class Backend:
 
     def _load(self) -> None:
         try:
-            loaded = load_model(self._choice.model, device=self.config.device, dtype=self.config.dtype)
+            # With vLLM generating, this copy only builds and tokenises prompts: the CPU is enough.
+            device = "cpu" if self.config.serving_engine == "vllm" else self.config.device
+            loaded = load_model(self._choice.model, device=device, dtype=self.config.dtype)
             self._ready(loaded)
         except ModelUnavailable as exc:
             log.error("%s", exc)
@@ -220,7 +226,13 @@ class Backend:
         from .lora import AdapterBank, AdapterBankConfig, AdapterError
 
         engine = Engine(loaded, self.config.engine)
-        bank = AdapterBank.attach(loaded.model, AdapterBankConfig(max_adapters=self.config.max_adapters, max_rank=self.config.max_rank))
+        vllm = None
+        if self.config.serving_engine == "vllm":
+            from .engines.vllm_setup import start_vllm
+
+            bank, vllm = start_vllm(self.config, engine, model=loaded.name, metrics=self.metrics)
+        else:
+            bank = AdapterBank.attach(loaded.model, AdapterBankConfig(max_adapters=self.config.max_adapters, max_rank=self.config.max_rank))
         if self.config.shared_adapters:
             for folder in sorted(Path(self.config.shared_adapters).iterdir()):
                 if (folder / "adapter_config.json").is_file() and _NAME.fullmatch(folder.name):
@@ -230,7 +242,7 @@ class Backend:
                         log.error("shared adapter %s not loaded: %s", folder, exc)
         scheduling = SchedulerConfig(max_batch=self.config.max_batch, max_queue=self.config.max_queue,
                                      prefix_cache_bytes=self.config.prefix_cache_mb << 20)  # fmt: skip
-        return bank, Scheduler(engine, bank=bank, config=scheduling, metrics=self.metrics)
+        return bank, vllm or Scheduler(engine, bank=bank, config=scheduling, metrics=self.metrics)
 
     def _set_state(self, state: str, message: str) -> None:
         """Record the state and push it to every client (called from any thread)."""
