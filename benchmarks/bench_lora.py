@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
 
+from specgen_backend.kv import cache_kwargs  # noqa: E402
 from specgen_backend.lora import AdapterBank, AdapterBankConfig  # noqa: E402
 from specgen_backend.lora.ops import ENV_VAR, resolve_backend  # noqa: E402
 
@@ -216,11 +217,11 @@ def main() -> None:
                 if phase == "decode":
                     ctx = torch.randint(0, args.vocab, (batch, args.context), generator=g).to(args.device)
                     cache = DynamicCache()
-                    base(input_ids=ctx, past_key_values=cache)
+                    base(input_ids=ctx, **cache_kwargs(base, cache))
 
                 def step(model, **extra):
                     def run():
-                        out = model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, **extra)
+                        out = model(input_ids=ids, use_cache=cache is not None, **cache_kwargs(model, cache), **extra)
                         if cache is not None:  # keep the cache at --context tokens for the next call
                             cache.crop(-1)
                         return out

@@ -34,6 +34,10 @@ from pathlib import Path
 
 import torch
 
+# The backend's KV-cache helper: the cache keyword of this transformers (``past_key_values`` or ``cache``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
+from specgen_backend.kv import cache_kwargs, output_cache  # noqa: E402
+
 __all__ = ["ParseSample", "ParseResult", "parse_samples", "parse_rate", "heldout_loss", "random_twin"]
 
 log = logging.getLogger(__name__)
@@ -139,7 +143,7 @@ def greedy_line(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = M
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
     out = model(input_ids=ids, use_cache=True)
-    past = out.past_key_values
+    past = output_cache(out)
     generated: list[int] = []
     text = ""
     for _ in range(max_new_tokens):
@@ -150,8 +154,8 @@ def greedy_line(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = M
         text = tokenizer.decode(generated)
         if "\n" in text:
             break
-        out = model(input_ids=torch.tensor([[nxt]], device=device), past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=torch.tensor([[nxt]], device=device), use_cache=True, **cache_kwargs(model, past))
+        past = output_cache(out)
     return text.split("\n", 1)[0]
 
 

@@ -31,6 +31,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Hashable, Optional
 
+from .kv import layer_of
+
 __all__ = ["PrefixCache", "cacheable", "restore"]
 
 log = logging.getLogger(__name__)
@@ -156,14 +158,10 @@ def cacheable(cache) -> bool:
 
 def restore(entry: _Entry, length: int):
     """A new ``DynamicCache`` holding the first ``length`` tokens of ``entry`` (views, no copy)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    from transformers.cache_utils import DynamicCache
 
     assert 0 < length <= len(entry.ids), f"cannot restore {length} tokens of a {len(entry.ids)}-token entry"
     cache = DynamicCache()
-    cache.layers = []
-    for keys, values in entry.layers:
-        layer = DynamicLayer()
-        layer.lazy_initialization(keys, values)  # device and dtype
-        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]  # (1, H, length, D)
-        cache.layers.append(layer)
+    # Views of the stored tensors, each (1, H, length, D).
+    cache.layers = [layer_of(keys[:, :, :length], values[:, :, :length]) for keys, values in entry.layers]
     return cache

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .engine import Engine, _Row, _seed
+from .kv import cache_kwargs, output_cache
 from .prefix_cache import PrefixCache, restore
 from .prompt import clean_completion
 from .protocol import Candidate, Generate
@@ -356,7 +357,8 @@ class Scheduler:
                 if reuse == 0:
                     return model(input_ids=rest, use_cache=True)
                 positions = torch.arange(reuse, len(ids), device=device).view(1, -1)  # (1, T - reuse)
-                return model(input_ids=rest, position_ids=positions, past_key_values=restore(entry, reuse), use_cache=True)
+                past = cache_kwargs(model, restore(entry, reuse))
+                return model(input_ids=rest, position_ids=positions, use_cache=True, **past)
 
         try:
             out = forward(reuse)
@@ -368,7 +370,7 @@ class Scheduler:
             cached.drop_key(lambda k: k == key)
             entry, reuse = None, 0
             out = forward(0)
-        cache = out.past_key_values
+        cache = output_cache(out)
         if self.metrics is not None:
             self.metrics.prefill_tokens.inc(len(ids) - reuse)
         if cached.enabled:
@@ -422,10 +424,10 @@ class Scheduler:
                 input_ids=tokens.view(-1, 1).to(device),
                 attention_mask=self._mask,
                 position_ids=positions,
-                past_key_values=self._cache,
                 use_cache=True,
+                **cache_kwargs(self.engine.loaded.model, self._cache),
             )
-        self._cache = out.past_key_values
+        self._cache = output_cache(out)
         self._logits = out.logits[:, -1, :].float()  # (B, V)
 
     def _rows_context(self, adapters):
