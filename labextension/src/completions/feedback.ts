@@ -1,6 +1,6 @@
 // Whether the user took a suggestion, reported to `POST specgen/feedback` so that personalization
-// can learn from accepted suggestions and count dismissed ones; and which suggestion is on screen,
-// for the status bar.
+// can learn from the suggestions the user kept and count the ones turned down; and which
+// suggestion is on screen, for the status bar.
 //
 // JupyterLab gives inline providers no accept, dismiss or cycle callback, so this is a heuristic:
 //
@@ -12,40 +12,43 @@
 //   request keeps the item with the same text (as `InlineCompleter.Model.setCompletions` does),
 //   or goes back to item 0 when that text is gone.
 // - Accepted: the command `inline-completer:accept` (Tab, Alt End, the toolbar button) runs while
-//   a suggestion is showing; the item on screen is the one reported.
-// - Dismissed: a new request arrives that does not continue the suggestion, that is, it is for
-//   another cell (the ghost text of the old one is gone), or its prefix does not start with the
-//   old prefix, or the text typed since is not a prefix of the suggestion (typing through the
-//   ghost text keeps it showing). Leaving the editor with a command (Escape enters command mode,
-//   running the cell) also dismisses it.
-// - A suggestion the user typed through and that a newer suggestion then replaced is not reported:
-//   it was neither taken with Tab nor turned down.
+//   a suggestion is showing; the item on screen is reported at once, with a key of its own, and
+//   the server stores it as pending. Taking it is not yet a vote for it: when that cell next runs
+//   (`NotebookActions.executionScheduled`, then `executed`), the same report goes again with `ran`,
+//   the cell's text as it was sent to the kernel and whether the run succeeded; the server decides
+//   whether it was kept (still there, ran cleanly: trained on), changed or raised (never trained
+//   on).
+//   A tab closed before the cell runs leaves it pending, which is never trained on.
+// - Dismissed: only typed over or escaped (the rules and what is not a dismissal are in
+//   settle.ts): typing text that diverges from the ghost text, or Escape. A request for another
+//   cell, a prefix that no longer continues (cursor moved, text deleted), running the cell, typing
+//   the suggestion through by hand, or a newer suggestion replacing it: not reported at all.
 //
 // Every report is fire-and-forget: a failed POST is logged, never thrown into the editor.
 
+import type { Cell } from '@jupyterlab/cells';
+import { NotebookActions } from '@jupyterlab/notebook';
 import type { ServerConnection } from '@jupyterlab/services';
 import type { CommandRegistry } from '@lumino/commands';
+import { UUID } from '@lumino/coreutils';
 import type { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { postFeedback } from '../personalize/api';
 import { IFeedbackReport, IItem } from '../protocol';
 import type { CompletionFields } from './context';
+import { NEXT_COMMAND, onCommand, onRequest } from './settle';
 
-/** The command JupyterLab's inline completer runs to insert the ghost text. */
-export const ACCEPT_COMMAND = 'inline-completer:accept';
+export {
+  ACCEPT_COMMAND,
+  ESCAPE_COMMANDS,
+  GONE_COMMANDS,
+  NEXT_COMMAND,
+  PREVIOUS_COMMAND
+} from './settle';
 
-/** The commands that show the next and the previous item of the inline completion list. */
-export const NEXT_COMMAND = 'inline-completer:next';
-export const PREVIOUS_COMMAND = 'inline-completer:previous';
-
-/** Commands that take the cursor out of the editor, removing the ghost text unaccepted. */
-export const DISMISS_COMMANDS: ReadonlySet<string> = new Set([
-  'notebook:enter-command-mode',
-  'notebook:run-cell',
-  'notebook:run-cell-and-select-next',
-  'notebook:run-cell-and-insert-below'
-]);
+/** Accepts waiting for their cell to run, kept at most (the oldest stay pending on the server). */
+const MAX_PENDING_ACCEPTS = 200;
 
 /**
  * Tracks the suggestion on screen and reports it once, as accepted or dismissed.
@@ -57,6 +60,8 @@ export class FeedbackTracker implements IDisposable {
       options.report ??
       ((report: IFeedbackReport) => postFeedback(options.serverSettings, report));
     this._commands.commandExecuted.connect(this._onCommand, this);
+    NotebookActions.executionScheduled.connect(this._onScheduled, this);
+    NotebookActions.executed.connect(this._onExecuted, this);
   }
 
   get isDisposed(): boolean {
@@ -80,15 +85,28 @@ export class FeedbackTracker implements IDisposable {
   }
 
   /**
-   * A new request is about to be sent: the suggestion on screen is dismissed unless the new
-   * request continues it (same cell, the text typed since being a prefix of the suggestion).
+   * A new request is about to be sent: the suggestion on screen stays while the user types through
+   * it, is dismissed when typed over, and is otherwise gone unreported (see settle.ts).
    */
   requested(fields: CompletionFields): void {
     const shown = this._showing;
-    if (!shown || continues(shown, fields)) {
+    if (!shown) {
       return;
     }
-    this._settle(false);
+    const verdict = onRequest(
+      {
+        path: shown.fields.path,
+        cellId: shown.fields.cell_id,
+        prefix: shown.fields.prefix,
+        text: shown.items[shown.index].text
+      },
+      { path: fields.path, cellId: fields.cell_id, prefix: fields.prefix }
+    );
+    if (verdict === 'typed_over') {
+      this._settle(false);
+    } else if (verdict !== 'showing') {
+      this._drop();
+    }
   }
 
   /**
@@ -140,8 +158,13 @@ export class FeedbackTracker implements IDisposable {
       accepted: true,
       partial: true,
       cells: cells ?? [],
-      active: active ?? -1
+      active: active ?? -1,
+      // Like a whole accept, the part taken is pending until its cell runs (see the header).
+      cell_id: shown.fields.cell_id,
+      key: UUID.uuid4()
     };
+    this._accepts.push({ report, ranSource: null });
+    this._accepts.splice(0, this._accepts.length - MAX_PENDING_ACCEPTS);
     this._report(report).catch(reason =>
       console.warn('[specgen] could not report a partial accept', reason)
     );
@@ -153,7 +176,10 @@ export class FeedbackTracker implements IDisposable {
     }
     this._isDisposed = true;
     this._commands.commandExecuted.disconnect(this._onCommand, this);
+    NotebookActions.executionScheduled.disconnect(this._onScheduled, this);
+    NotebookActions.executed.disconnect(this._onExecuted, this);
     this._showing = null;
+    this._accepts.length = 0;
     Signal.clearData(this);
   }
 
@@ -164,17 +190,60 @@ export class FeedbackTracker implements IDisposable {
     if (!this._showing) {
       return;
     }
-    if (args.id === ACCEPT_COMMAND) {
-      this._settle(true);
-    } else if (args.id === NEXT_COMMAND || args.id === PREVIOUS_COMMAND) {
-      const shown = this._showing;
-      const step = args.id === NEXT_COMMAND ? 1 : -1;
-      const count = shown.items.length;
-      shown.index = (shown.index + step + count) % count;
-      this._currentChanged.emit(this.current);
-    } else if (DISMISS_COMMANDS.has(args.id)) {
-      this._settle(false);
+    switch (onCommand(args.id)) {
+      case 'accept':
+        this._settle(true);
+        break;
+      case 'cycle': {
+        const shown = this._showing;
+        const step = args.id === NEXT_COMMAND ? 1 : -1;
+        const count = shown.items.length;
+        shown.index = (shown.index + step + count) % count;
+        this._currentChanged.emit(this.current);
+        break;
+      }
+      case 'escape':
+        this._settle(false);
+        break;
+      case 'gone':
+        this._drop();
+        break;
     }
+  }
+
+  /** A cell is sent to the kernel: what it sends is what an accepted suggestion is judged by. */
+  private _onScheduled(_: unknown, args: { cell: Cell }): void {
+    const id = args.cell.model.id;
+    for (const accept of this._accepts) {
+      if (accept.report.cell_id === id && accept.ranSource === null) {
+        accept.ranSource = args.cell.model.sharedModel.getSource();
+      }
+    }
+  }
+
+  /** A cell ran: each accept waiting for it is reported again with its run (the server decides). */
+  private _onExecuted(_: unknown, args: { cell: Cell; success: boolean }): void {
+    const id = args.cell.model.id;
+    const settled = this._accepts.filter(a => a.report.cell_id === id);
+    if (!settled.length) {
+      return;
+    }
+    this._accepts = this._accepts.filter(a => a.report.cell_id !== id);
+    for (const accept of settled) {
+      const source = accept.ranSource ?? args.cell.model.sharedModel.getSource();
+      this._send({ ...accept.report, ran: { source, success: args.success } });
+    }
+  }
+
+  /** The suggestion on screen is gone without being taken or turned down: nothing is reported. */
+  private _drop(): void {
+    const shown = this._showing;
+    if (!shown) {
+      return;
+    }
+    this._showing = null;
+    this._currentChanged.emit(null);
+    this._lastSettledId = Math.max(this._lastSettledId, shown.id);
   }
 
   private _settle(accepted: boolean): void {
@@ -185,15 +254,25 @@ export class FeedbackTracker implements IDisposable {
     this._showing = null;
     this._currentChanged.emit(null);
     this._lastSettledId = Math.max(this._lastSettledId, shown.id);
-    const { path, prefix, cells, active } = shown.fields;
+    const { path, prefix, cells, active, cell_id } = shown.fields;
     const report: IFeedbackReport = {
       path,
       prefix,
       suggestion: shown.items[shown.index].text,
       accepted,
       cells: cells ?? [],
-      active: active ?? -1
+      active: active ?? -1,
+      cell_id,
+      key: accepted ? UUID.uuid4() : ''
     };
+    if (accepted) {
+      this._accepts.push({ report, ranSource: null });
+      this._accepts.splice(0, this._accepts.length - MAX_PENDING_ACCEPTS);
+    }
+    this._send(report);
+  }
+
+  private _send(report: IFeedbackReport): void {
     this._report(report).catch(reason =>
       console.warn('[specgen] could not report feedback', reason)
     );
@@ -205,6 +284,9 @@ export class FeedbackTracker implements IDisposable {
   private _showing: FeedbackTracker.IShown | null = null;
   // The newest request already reported: its later chunks (or older requests) are not shown again.
   private _lastSettledId = 0;
+  // Accepted suggestions whose cell has not run since, oldest first, with the text the cell was
+  // sent to the kernel with once it is scheduled.
+  private _accepts: { report: IFeedbackReport; ranSource: string | null }[] = [];
   private _currentChanged = new Signal<this, IItem | null>(this);
   private _isDisposed = false;
 }
@@ -233,16 +315,4 @@ export namespace FeedbackTracker {
     /** Which of them is on screen (JupyterLab's own index, mirrored). */
     index: number;
   }
-}
-
-/** Whether `next` (a new request) keeps `shown` on screen: typing through the ghost text. */
-function continues(shown: FeedbackTracker.IShown, next: CompletionFields): boolean {
-  if (next.cell_id !== shown.fields.cell_id || next.path !== shown.fields.path) {
-    return false;
-  }
-  const old = shown.fields.prefix;
-  if (!next.prefix.startsWith(old)) {
-    return false;
-  }
-  return shown.items[shown.index].text.startsWith(next.prefix.slice(old.length));
 }

@@ -2,6 +2,11 @@
 // a job (Train), what it measured and whether it published (Result), and the adapters' versions
 // with rollback (Versions). State comes from `GET specgen/personalize` on open and then from the
 // `personalize` messages the server pushes over the tab's websocket at every step of a job.
+//
+// Every count and term is said in plain words next to it (`dataTerms`): what an example is, what
+// "held-out" means, which suggestions are used and why. "Start training" is disabled, with the
+// server's reason, when the data cannot be measured on (fewer than two notebooks), and the
+// server's estimate of the job's duration is shown before it starts.
 
 import type { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
@@ -129,7 +134,20 @@ export class PersonalizePanel extends Widget {
     this._phase.dataset.testid = 'specgen-phase';
     this._phase.setAttribute('aria-live', 'polite');
     this._trainError = errorBox('specgen-train-error');
-    train.body.append(buttons, this._progress, this._phase, this._trainError);
+    this._refusal = element('p', 'jp-specgen-personalize-refusal');
+    this._refusal.dataset.testid = 'specgen-refusal';
+    this._refusal.hidden = true;
+    this._estimate = element('p', 'jp-specgen-personalize-estimate');
+    this._estimate.dataset.testid = 'specgen-estimate';
+    this._estimate.hidden = true;
+    train.body.append(
+      this._refusal,
+      this._estimate,
+      buttons,
+      this._progress,
+      this._phase,
+      this._trainError
+    );
 
     // Result
     const result = section(node, 'Result', 'result');
@@ -153,21 +171,29 @@ export class PersonalizePanel extends Widget {
     this._dataStatus.textContent =
       `${summary.train} training example${summary.train === 1 ? '' : 's'} from ` +
       `${notebooks(summary.notebooks_train.length)}; ` +
-      `${summary.heldout} held-out from ${notebooks(summary.notebooks_heldout.length)}; ` +
-      `${summary.feedback_accepted} accepted / ${summary.feedback_rejected} dismissed ` +
-      `suggestions; ${summary.with_specs} with execution specs.`;
+      `${summary.heldout} held-out from ${notebooks(summary.notebooks_heldout.length)}.`;
     this._dataStatus.dataset.train = String(summary.train);
     this._dataStatus.dataset.accepted = String(summary.feedback_accepted);
     this._dataStatus.dataset.rejected = String(summary.feedback_rejected);
+    this._dataStatus.dataset.kept = String(summary.feedback_kept);
 
     const details = this._dataDetails;
     details.replaceChildren();
     const root = element('p', 'jp-specgen-personalize-root');
     root.textContent = `Scanned ${summary.root || 'the Jupyter root'}.`;
-    if (summary.from_feedback) {
-      root.textContent += ` ${summary.from_feedback} example(s) come from accepted suggestions.`;
-    }
     details.append(root);
+    const terms = element('ul', 'jp-specgen-personalize-terms');
+    terms.dataset.testid = 'specgen-data-terms';
+    for (const line of dataTerms(summary)) {
+      const item = element('li', '');
+      item.textContent = line;
+      terms.append(item);
+    }
+    details.append(terms);
+    if (summary.examples.length) {
+      details.append(examplesList(summary));
+    }
+    this._renderReadiness(summary);
     details.append(
       list('Training notebooks', summary.notebooks_train, 'specgen-notebooks-train'),
       list('Held-out notebooks', summary.notebooks_heldout, 'specgen-notebooks-heldout')
@@ -217,9 +243,26 @@ export class PersonalizePanel extends Widget {
     }
   }
 
+  /** The refusal (Start disabled, with the reason) or the estimate, from the data summary. */
+  private _renderReadiness(summary: IDataSummary): void {
+    this._refused = summary.refusal;
+    this._refusal.textContent = summary.refusal;
+    this._refusal.hidden = !summary.refusal;
+    const estimate = summary.estimate;
+    this._estimate.hidden = !estimate;
+    if (estimate) {
+      this._estimate.textContent =
+        `Training would take ${estimate.text}: ${estimate.how}.`;
+      this._estimate.dataset.seconds = String(estimate.seconds);
+      this._estimate.dataset.steps = String(estimate.steps);
+    }
+    this._renderTrain(this._state?.job ?? null);
+  }
+
   private _renderTrain(job: IJobState | null): void {
     const running = job?.state === 'running';
-    this._start.disabled = running || this._busy;
+    this._start.disabled = running || this._busy || this._refused !== '';
+    this._start.title = !running && this._refused ? this._refused : '';
     this._cancel.hidden = !running;
     this._cancel.disabled = this._busy;
     this._progress.hidden = !running;
@@ -282,8 +325,14 @@ export class PersonalizePanel extends Widget {
     const counts = element('p', 'jp-specgen-personalize-counts');
     counts.textContent =
       `Trained on ${report.train_examples} example(s), measured on ` +
-      `${report.heldout_examples} held-out cell(s).`;
-    result.append(verdict, reason, counts);
+      `${report.heldout_examples} held-out cell(s) (cells of notebooks kept aside, never ` +
+      'trained on).';
+    const legend = element('p', 'jp-specgen-personalize-note');
+    legend.textContent =
+      'Exact match: the share of held-out cells written exactly as you wrote them. ' +
+      'Edit similarity: how close the writing is to yours (1 is the same). ' +
+      'Executable: the share that ran without error.';
+    result.append(verdict, reason, counts, legend);
     result.append(
       buildPlot({
         before: report.before,
@@ -401,7 +450,7 @@ export class PersonalizePanel extends Widget {
       this._renderTrain(this._state.job);
       this._renderVersions(this._state);
     } else {
-      this._start.disabled = busy;
+      this._start.disabled = busy || this._refused !== '';
     }
   }
 
@@ -424,6 +473,10 @@ export class PersonalizePanel extends Widget {
   private _progress!: HTMLProgressElement;
   private _phase!: HTMLElement;
   private _trainError!: HTMLElement;
+  // Why the data cannot be trained on ('' when it can): Start stays disabled and says so.
+  private _refused = '';
+  private _refusal!: HTMLElement;
+  private _estimate!: HTMLElement;
   private _result!: HTMLElement;
   private _versions!: HTMLElement;
   private _versionsError!: HTMLElement;
@@ -439,6 +492,69 @@ export namespace PersonalizePanel {
     /** For the REST calls (base URL, token, XSRF). */
     serverSettings: ServerConnection.ISettings;
   }
+}
+
+/** One line per count of the data summary, in plain words. */
+export function dataTerms(summary: IDataSummary): string[] {
+  const plural = (n: number, one: string, many: string): string =>
+    `${n} ${n === 1 ? one : many}`;
+  const cells = summary.train - summary.from_feedback;
+  const kept = plural(summary.from_feedback, 'suggestion', 'suggestions');
+  const lines = [
+    `${plural(summary.train, 'training example', 'training examples')}: what the adapter learns ` +
+      `from, ${plural(cells, 'cell', 'cells')} you wrote that ran without error (each teaches ` +
+      `the cell from the notebook above it) and ${kept} you kept.`,
+    `${plural(summary.heldout, 'held-out example', 'held-out examples')}: from notebooks kept ` +
+      'aside, never trained on, to measure whether training helps.',
+    `${plural(summary.with_specs, 'example carries', 'examples carry')} an execution spec: what ` +
+      "the cell read (types, shapes, columns), from the kernel's record of the cells you ran.",
+    `${plural(summary.feedback_kept, 'suggestion', 'suggestions')} you kept (still in the cell ` +
+      'when it ran without error): used for training.',
+    `${summary.feedback_pending} accepted, waiting for the cell to run: used once it runs ` +
+      'without error with the suggestion still in it.',
+    `${summary.feedback_rejected} you typed over or dismissed with Escape: counted, not used.`
+  ];
+  if (summary.feedback_changed) {
+    lines.push(
+      `${summary.feedback_changed} accepted, then deleted or rewritten before the cell ran: ` +
+        'not used.'
+    );
+  }
+  if (summary.feedback_raised) {
+    lines.push(
+      `${summary.feedback_raised} accepted, and the cell then raised an error: not used.`
+    );
+  }
+  if (summary.feedback_unchecked) {
+    lines.push(
+      `${summary.feedback_unchecked} suggestion(s) recorded before these checks existed: not used.`
+    );
+  }
+  return lines;
+}
+
+/** The examples with the reason each one is used (a collapsed list). */
+function examplesList(summary: IDataSummary): HTMLElement {
+  const more = document.createElement('details');
+  more.className = 'jp-specgen-personalize-examples';
+  more.dataset.testid = 'specgen-examples';
+  const title = document.createElement('summary');
+  const total = summary.train + summary.heldout;
+  title.textContent =
+    `Why each example is used (${summary.examples.length}` +
+    (summary.examples.length < total ? ` of ${total} listed)` : ')');
+  more.append(title);
+  const items = element('ul', '');
+  for (const e of summary.examples) {
+    const item = element('li', '');
+    item.dataset.split = e.split;
+    const where = e.cell_index >= 0 ? `${e.notebook}, cell ${e.cell_index + 1}` : e.notebook;
+    const side = e.split === 'heldout' ? 'held out to measure' : 'trained on';
+    item.textContent = `${where}: ${e.preview} (${side}; ${e.reason})`;
+    items.append(item);
+  }
+  more.append(items);
+  return more;
 }
 
 /** Phases that report step/total (and loss). */
