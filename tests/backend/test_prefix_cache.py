@@ -20,7 +20,6 @@ from .test_serving import make_adapter
 
 TOKEN = "prefix-token"
 
-pytestmark = pytest.mark.asyncio
 
 # A notebook worth caching: a few hundred tokens above the cursor, some text below it.
 CELLS = [
@@ -93,6 +92,7 @@ async def result(ws, id, **body) -> list[tuple]:
     return [(c["text"], c["finish_reason"], c["adapter"], c["logprob"]) for c in final["candidates"]]
 
 
+@pytest.mark.asyncio
 async def test_one_more_keystroke_reuses_the_cached_prompt(pair):
     """A request that extends the previous prompt by a few characters prefills only the new tail."""
     on, _ = pair
@@ -117,6 +117,7 @@ def _generate_request(ctx: dict, **kw):
     return build(Generate, {"id": 0, "user": "alice", "context": ctx, **kw}, path="generate")
 
 
+@pytest.mark.asyncio
 async def test_greedy_output_is_the_same_with_and_without_the_cache(pair):
     """Keystroke by keystroke, base rows and adapter rows decode exactly what an uncached backend decodes."""
     on, off = pair
@@ -143,6 +144,7 @@ async def test_greedy_output_is_the_same_with_and_without_the_cache(pair):
     assert {c[2] for answer in answers[off] for c in answer} == {None, "v1"}
 
 
+@pytest.mark.asyncio
 async def test_a_changed_earlier_cell_reuses_only_what_precedes_the_change(pair):
     """Editing an early cell: only the tokens before the edit come from the cache, and the output is uncached."""
     on, off = pair
@@ -169,6 +171,7 @@ async def test_a_changed_earlier_cell_reuses_only_what_precedes_the_change(pair)
     await ws_off.close()
 
 
+@pytest.mark.asyncio
 async def test_an_adapter_reloaded_under_its_name_never_reuses_the_old_weights_cache(pair):
     """Reloading adapter 'p' with other weights (a new personal version) makes the next prefill a miss."""
     on, off = pair
@@ -193,6 +196,7 @@ async def test_an_adapter_reloaded_under_its_name_never_reuses_the_old_weights_c
     await ws_off.close()
 
 
+@pytest.mark.asyncio
 async def test_an_entry_that_cannot_be_continued_is_dropped_and_the_prompt_prefilled_whole(pair):
     """A cached entry the model refuses (here: keys of the wrong width) costs one retry, not the request."""
     on, off = pair
@@ -208,16 +212,18 @@ async def test_an_entry_that_cannot_be_continued_is_dropped_and_the_prompt_prefi
     await ws_off.close()
 
 
+@pytest.mark.asyncio
 async def test_cache_is_bounded_by_bytes_and_evicts_the_least_recently_used(tiny_model):
     """Entries beyond the byte bound evict the least recently used; one larger than the bound is not kept."""
     import torch
+    from specgen_backend.kv import output_cache
     from specgen_backend.loading import load_model
 
     model = load_model(tiny_model, device="cpu", dtype="float32").model
 
     def prefill(ids):
         with torch.inference_mode():
-            return model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+            return output_cache(model(input_ids=torch.tensor([ids]), use_cache=True))
 
     prompts = [[10 + k] + list(range(100, 160)) for k in range(4)]  # distinct from the first token on
     caches = [prefill(p) for p in prompts]
@@ -237,6 +243,7 @@ async def test_cache_is_bounded_by_bytes_and_evicts_the_least_recently_used(tiny
     assert len(small) == 0 and small.nbytes == 0
 
 
+@pytest.mark.asyncio
 async def test_candidate_ends_come_as_rows_finish_and_match_the_result(pair):
     """One candidate_end per candidate, each after its own tokens and before the result, equal to the result's."""
     on, _ = pair
@@ -256,6 +263,7 @@ async def test_candidate_ends_come_as_rows_finish_and_match_the_result(pair):
     await ws.close()
 
 
+@pytest.mark.asyncio
 async def test_backend_client_hands_each_candidate_over_before_the_result(pair):
     """BackendClient.generate(on_candidate=...) sees every candidate, as the result carries them, before it returns."""
     from jupyter_specgen.backend_client import BackendClient
@@ -283,6 +291,7 @@ async def test_backend_client_hands_each_candidate_over_before_the_result(pair):
         await client.close()
 
 
+@pytest.mark.asyncio
 async def test_a_megabyte_prefix_does_not_pause_another_users_stream(tiny_model):
     """A 1 MB prefix from one user delays another user's running stream by about one decode step, not seconds."""
     # A small prompt budget makes the big request's (bounded) prefill itself about one decode step,
