@@ -27,4 +27,8 @@ jupyter server extension enable --sys-prefix jupyter_specgen >/dev/null
 # dependencies) and asks Jupyter whether both extensions are enabled there.
 bash scripts/check_install.sh
 
+# vLLM's CPU build, in a virtual environment of its own (its pins clash with ours), for the vLLM
+# engine's tests (tests/backend/test_vllm.py); built once per machine, reused after that.
+bash scripts/vllm_env.sh >/dev/null
+
 python3 -m pytest -ra "$@"

@@ -236,6 +236,36 @@ async def test_cancel_and_disconnect_free_the_request_in_vllm(backend, vllm_serv
     assert _generated(client) - before < whole / 2, "vLLM went on generating the request of a closed connection"
 
 
+def test_constraint_regex_holds_the_first_identifier_to_the_heads():
+    """The regex given to vLLM: a head (whole, not a longer identifier), then anything; optional ones also
+    allow what begins with no identifier."""
+    import re
+
+    from specgen_backend.engines.vllm_structured import constraint_regex
+    from specgen_backend.protocol import Constraint
+
+    required = constraint_regex(Constraint(kind="attribute", names=["groupby", "group", "mean"], typed="gr"))
+    assert [bool(re.fullmatch(required, t)) for t in ["oupby(x)", "oup", "oup.x", "oupx", "mean", ""]] == [
+        True, True, True, False, False, False]  # fmt: skip
+    column = constraint_regex(Constraint(kind="column", names=["'a.b'"], typed="'"))
+    assert re.fullmatch(column, "a.b']") and not re.fullmatch(column, "axb']")
+    optional = constraint_regex(Constraint(kind="name", names=["df"], required=False))
+    assert [bool(re.fullmatch(optional, t)) for t in ["", " df.x", " 1 + 2", " dx", "(df)"]] == [True, True, True, False, True]
+    assert constraint_regex(Constraint(kind="attribute", names=["mean"], typed="gr")) is None
+
+
+async def test_the_live_state_constraint_holds_in_vllm(backend):
+    """A generate with a constraint completes with one of its heads first, through vLLM's structured outputs."""
+    ws = await connect_ready(backend)
+    constraint = {"kind": "attribute", "names": ["groupby", "merge"], "typed": ""}
+    reply = await request(ws, generate("c", user="alice", prefix="df.", max_tokens=6, n=2, temperature=1.0,
+                                       constraint=constraint), "c")  # fmt: skip
+    assert reply["type"] == "result", reply
+    for candidate in reply["candidates"]:
+        assert candidate["text"].startswith(("groupby", "merge")), reply
+    await ws.close()
+
+
 async def test_killed_vllm_gives_a_clear_error_and_recovers(backend, vllm_server):
     """With vLLM killed a request is answered model_unavailable saying so; once vLLM is back the user's
     adapter is registered again and the same completion comes back."""
