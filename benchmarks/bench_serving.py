@@ -7,6 +7,11 @@ scheduler with ``max_batch=1``. Prints throughput (generated tokens/s) and p50/p
 token as seen by the client, and the ratios batched / one-at-a-time, side by side in one run.
 
     python benchmarks/bench_serving.py [--model DIR] [--users 1 8 32] [--requests 3] [--new-tokens 16]
+    python benchmarks/bench_serving.py --engine native vllm ...   # the native engine and vLLM side by side
+
+With ``--engine native vllm`` each engine serves the same users and adapters with batching on, and
+the table shows both (vLLM: a ``vllm serve`` started once from scripts/vllm_env.sh's venv or
+$SPECGEN_VLLM_PYTHON, docs/serving.md).
 
 Without ``--model`` a tiny random-weight model is built (CPU figures then say little about a
 GPU; they show the scheduling effect only).
@@ -74,8 +79,10 @@ async def user(url: str, i: int, requests: int, new_tokens: int, ttft: list) -> 
             ttft.append(first if first is not None else time.perf_counter() - start)
 
 
-async def measure(model: str, root: Path, users: int, max_batch: int, args) -> dict:
-    backend = Backend(BackendConfig(model=model, token=TOKEN, adapter_root=str(root), max_adapters=max(users, 1), max_batch=max_batch, max_queue=256))
+async def measure(model: str, root: Path, users: int, max_batch: int, args, vllm_url=None) -> dict:
+    engine = {"serving_engine": "vllm", "vllm_url": vllm_url} if vllm_url else {}
+    backend = Backend(BackendConfig(model=model, token=TOKEN, adapter_root=str(root), max_adapters=max(users, 1), max_batch=max_batch,
+                                    max_queue=256, **engine))  # fmt: skip
     await backend.start()
     try:
         await user(backend.url, 0, 2, 4, [])  # warm-up: model loaded, adapter slots allocated, first forwards done
@@ -97,7 +104,12 @@ async def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=3, help="requests per user, sent one after another")
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--engine", nargs="+", choices=["native", "vllm"], default=None,
+                        help="engines to compare, batched (default: the native engine batched vs one at a time)")
     args = parser.parse_args()
+    if args.engine:
+        await compare(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
@@ -117,6 +129,41 @@ async def main() -> None:
             print(f"{users:>5} | {batched['tok_s']:>13.0f} {serial['tok_s']:>12.0f} {batched['tok_s'] / serial['tok_s']:>5.2f}x | "
                   f"{batched['p50'] * 1e3:>8.1f}/{serial['p50'] * 1e3:<9.1f} {batched['p50'] / serial['p50']:>5.2f}x | "
                   f"{batched['p95'] * 1e3:>8.1f}/{serial['p95'] * 1e3:<9.1f} {batched['p95'] / serial['p95']:>5.2f}x", flush=True)  # fmt: skip
+
+
+async def compare(args) -> None:
+    """Throughput and TTFT of each engine in ``args.engine``, batched, side by side."""
+    from specgen_backend.engines.vllm_client import VllmServer, VllmServerConfig
+    from specgen_backend.tiny import TinyModelConfig, build_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # vLLM's CPU attention has no kernel for the default tiny model's head_dim 16: 2 heads of 32.
+        model = args.model or str(build_tiny_model(Path(tmp) / "model", TinyModelConfig(num_attention_heads=2, num_key_value_heads=1)))
+        root = Path(tmp) / "adapters"
+        make_adapters(model, root, max(args.users))
+        server = None
+        if "vllm" in args.engine:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = VllmServer(VllmServerConfig(model=model, port=port, max_loras=max(args.users), max_lora_rank=8,
+                                                 max_model_len=2048, dtype="float32", log_path=str(Path(tmp) / "vllm.log")))  # fmt: skip
+            server.start()
+            await asyncio.get_running_loop().run_in_executor(None, server.wait_ready, 900.0)
+        try:
+            print(f"{args.requests} requests/user, {args.new_tokens} new tokens, n=1, one adapter per user, batched")
+            print(f"{'users':>5} | " + " | ".join(f"{e + ' tok/s':>12} {'TTFT p50/p95 (ms)':>18}" for e in args.engine))
+            for users in args.users:
+                cells = []
+                for engine in args.engine:
+                    r = await measure(model, root, users, max_batch=64, args=args, vllm_url=server.url if engine == "vllm" else None)
+                    cells.append(f"{r['tok_s']:>12.0f} {r['p50'] * 1e3:>8.1f}/{r['p95'] * 1e3:<9.1f}")
+                print(f"{users:>5} | " + " | ".join(cells), flush=True)
+        finally:
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":
