@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get("SPECGEN_BACKEND_TOKEN", "")
     if not token:
         sys.exit("specgen-backend: a token is required: pass --token-file FILE or set SPECGEN_BACKEND_TOKEN")
+    if args.vllm_url and args.engine != "vllm":
+        sys.exit("specgen-backend: --vllm-url is used only with --engine vllm")
     if args.prefix_cache_mb < 0:
         sys.exit(f"specgen-backend: --prefix-cache-mb must be 0 (off) or more, not {args.prefix_cache_mb}")
     config = BackendConfig(

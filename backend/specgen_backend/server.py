@@ -217,7 +217,8 @@ class Backend:
 
     def _ready(self, loaded: LoadedModel) -> None:
         bank, scheduler = self._build(loaded)
-        self._loaded, self._bank, self._device, self._scheduler = loaded, bank, loaded.device, scheduler
+        device = scheduler.device if self.config.serving_engine == "vllm" else loaded.device  # vLLM: its server
+        self._loaded, self._bank, self._device, self._scheduler = loaded, bank, device, scheduler
         self.metrics.adapters_resident.set(len(bank.loaded()))
         self._set_state("ready", "")
 

@@ -153,6 +153,11 @@ async def test_ownership_refusals_as_on_the_native_engine(backend, vllm_server):
 
     client = VllmClient(vllm_server.url)
     ws = await connect_ready(backend)
+    await ws.send(frame("status_request", "s"))
+    status = json.loads(await ws.recv())
+    while status.get("reply_to") != "s":
+        status = json.loads(await ws.recv())
+    assert status["device"] == f"vllm at {vllm_server.url}", status  # the status bar names the server
     assert (await load(ws, "alice", "v1", "v1"))["adapters"] == ["v1"]
     assert (await load(ws, "bob", "mine", "v1"))["adapters"] == ["mine"]
     refused = await request(ws, generate(1, user="bob", adapters=["v1"]), 1)

@@ -85,6 +85,11 @@ class VllmScheduler:
             self._cond.notify_all()
 
     @property
+    def device(self) -> str:
+        """What the status shows as the device: the vLLM server generating."""
+        return f"vllm at {self.client.url}"
+
+    @property
     def queue_depth(self) -> int:
         with self._cond:
             return self._queued_locked()
