@@ -1,5 +1,6 @@
 // The JupyterLab plugin: one websocket for the tab, the inline completion provider with its
-// feedback tracker, the status bar item and the personalize panel, wired together.
+// feedback tracker and partial accept commands, the status bar item and the personalize panel,
+// wired together.
 
 import {
   JupyterFrontEnd,
@@ -11,11 +12,17 @@ import {
   Notification
 } from '@jupyterlab/apputils';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { Signal } from '@lumino/signaling';
 
 import { FeedbackTracker } from './completions/feedback';
+import {
+  ACCEPT_LINE_COMMAND,
+  ACCEPT_WORD_COMMAND,
+  addPartialAcceptCommands
+} from './completions/partial';
 import { SpecgenInlineProvider } from './completions/provider';
 import { SpecgenConnection } from './connection';
 import { PersonalizePanel } from './personalize/panel';
@@ -26,6 +33,9 @@ const PLUGIN_ID = 'jupyter-specgen:plugin';
 /** Command ids. */
 export namespace CommandIDs {
   export const personalize = 'specgen:personalize';
+  /** Keys in schema/plugin.json: Ctrl+→ and Ctrl+Shift+→ while ghost text is shown. */
+  export const acceptNextWord = ACCEPT_WORD_COMMAND;
+  export const acceptLine = ACCEPT_LINE_COMMAND;
 }
 
 const PERSONALIZE_LABEL = 'Personalize my completions';
@@ -37,13 +47,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     'Inline code completion grounded in the live kernel, validated before it is shown.',
   autoStart: true,
   requires: [ICompletionProviderManager],
-  optional: [IStatusBar, ISettingRegistry, ICommandPalette],
+  optional: [IStatusBar, ISettingRegistry, ICommandPalette, INotebookTracker],
   activate: (
     app: JupyterFrontEnd,
     completionManager: ICompletionProviderManager,
     statusBar: IStatusBar | null,
     settingRegistry: ISettingRegistry | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    notebooks: INotebookTracker | null
   ): void => {
     const serverSettings = app.serviceManager.serverSettings;
     const connection = new SpecgenConnection({ serverSettings });
@@ -57,6 +68,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       commands: app.commands
     });
     completionManager.registerInlineProvider(provider);
+    if (notebooks) {
+      addPartialAcceptCommands({
+        commands: app.commands,
+        notebooks,
+        feedback,
+        provider
+      });
+    }
 
     addPersonalizeCommand(app, connection);
     palette?.addItem({ command: CommandIDs.personalize, category: 'Specgen' });

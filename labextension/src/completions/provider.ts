@@ -113,7 +113,7 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
     const again = this._takeRefresh(fields, context);
     if (again) {
       // JupyterLab fetches again because we asked it to: the items this request has by now.
-      this._feedback?.offered(again.request.id, fields, again.items);
+      this._feedback?.offered(again.id, fields, again.items);
       return { items: again.items.map(toInline) };
     }
     // A newer keystroke in the same cell makes the older request stale: stop it on both ends.
@@ -299,12 +299,27 @@ export class SpecgenInlineProvider implements IInlineCompletionProvider {
     if (!stillAt(entry)) {
       return;
     }
-    this._pendingRefresh = { request: entry.request, fields: entry.fields, items };
     entry.offered = items;
+    this._fetchAgain({ id: entry.request.id, fields: entry.fields, items });
+  }
+
+  /**
+   * Show `items` where `fields` says the cursor now is, without a new request: what remains of
+   * request `id`'s suggestion after part of it was typed in (partial.ts). It held up as a whole.
+   */
+  showAgain(id: number, fields: CompletionFields, items: IItem[]): void {
+    if (this._commands && items.length > 0) {
+      this._fetchAgain({ id, fields, items });
+    }
+  }
+
+  /** Have JupyterLab fetch now, and answer that fetch with `refresh`. */
+  private _fetchAgain(refresh: Private.IRefresh): void {
+    this._pendingRefresh = refresh;
     // JupyterLab calls `fetch` synchronously inside the command, so the refresh is taken by now;
     // one left over would answer a later, unrelated fetch.
     this._commands
-      .execute(INVOKE_COMMAND)
+      ?.execute(INVOKE_COMMAND)
       .catch(reason =>
         console.warn('[specgen] could not show more suggestions', reason)
       );
@@ -473,7 +488,8 @@ namespace Private {
 
   /** A fetch we asked JupyterLab for, and the items to answer it with. */
   export interface IRefresh {
-    request: CompletionRequest;
+    /** The request the items came from. */
+    id: number;
     fields: CompletionFields;
     items: IItem[];
   }
