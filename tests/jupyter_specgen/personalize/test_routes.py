@@ -107,15 +107,20 @@ async def test_personalize_from_the_panel_calls_publishes_and_completes_with_the
 
     heldout = alice_dataset.heldout
     accepted = {"path": "scratch.ipynb", "prefix": "# load the visits\n", "suggestion": "visits = zq_tidy(pd.read_csv(\"visits.csv\"))",
-                "accepted": True, "cells": [{"cell_type": "code", "source": "import pandas as pd"}], "active": 1}
-    assert (await _post(jp_fetch, "feedback", body=accepted))[0] == 204
-    assert (await _post(jp_fetch, "feedback", body={**accepted, "accepted": False, "suggestion": "x = 1"}))[0] == 204
+                "accepted": True, "cells": [{"cell_type": "code", "source": "import pandas as pd"}], "active": 1,
+                "cell_id": "c1", "key": "accept-1"}
+    assert (await _post(jp_fetch, "feedback", body=accepted))[0] == 204  # pending until its cell runs
+    ran = {"source": accepted["prefix"] + accepted["suggestion"] + "\n", "success": True}
+    assert (await _post(jp_fetch, "feedback", body={**accepted, "ran": ran}))[0] == 204  # kept: an example
+    assert (await _post(jp_fetch, "feedback", body={**accepted, "accepted": False, "suggestion": "x = 1", "key": ""}))[0] == 204
     code, error = await _error(_post(jp_fetch, "feedback", body={"path": "a.ipynb", "accepted": "yes"}))
     assert code == 400 and error["type"] == "malformed" and "FeedbackReport.prefix" in error["message"]
     code, error = await _error(_post(jp_fetch, "feedback", body={**accepted, "suggestion": "x" * (2 << 20)}))
     assert code == 413 and error["type"] == "too_large"
     summary = await _get(jp_fetch, "personalize", "data")
     assert (summary["feedback_accepted"], summary["feedback_rejected"], summary["from_feedback"]) == (1, 1, 1)
+    assert (summary["feedback_kept"], summary["feedback_pending"], summary["refusal"]) == (1, 0, "")
+    assert summary["estimate"]["steps"] == 120 and summary["estimate"]["text"]  # personalize_steps
     assert summary["train"] == len(alice_dataset.train) + 1
 
     tab = await Tab.open(jp_ws_fetch)
