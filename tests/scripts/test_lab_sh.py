@@ -64,9 +64,11 @@ def _launch(venv: Path, home: Path, log: Path, *, timeout_s: float, repo: Path =
                     time.sleep(1)
             pytest.fail(f"JupyterLab did not serve within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
             try:
+                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(30)
+            except ProcessLookupError:  # it had ended (the failure above says how)
+                pass
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

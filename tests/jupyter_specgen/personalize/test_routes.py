@@ -97,6 +97,7 @@ class Tab:
                 return frame["items"][0] if frame["items"] else {"text": "", "adapter": ""}
 
 
+@pytest.mark.timeout(900)  # a whole training job, and the session's pandas_base fixture when it runs first
 async def test_personalize_from_the_panel_calls_publishes_and_completes_with_the_adapter(
         jp_fetch, jp_ws_fetch, alice_dataset):
     """Data summary, feedback, a job judged on the Jupyter side, published, then used by the next completion."""
