@@ -136,6 +136,16 @@ class SpecgenExtension(ExtensionApp):
         "as <dir>/Qwen2.5-Coder-0.5B is found there. Default: [<jupyter data dir>/specgen/models].",
     ).tag(config=True)
     device = Unicode("auto", help="Device of the child backend: auto (cuda if present), cpu, cuda, cuda:N.").tag(config=True)
+    serving_engine = Enum(
+        ["native", "vllm"], "native",
+        help="Who generates for the child backend: native (in the backend process; the only engine that serves "
+        "fLoRA adapters) or vllm (a vLLM server with its multi-LoRA engine, for a host that outgrows one GPU; "
+        "see docs/serving.md).",
+    ).tag(config=True)
+    vllm_url = Unicode(
+        "", help="With serving_engine vllm: http://HOST:PORT of a running `vllm serve` to use. Empty: the backend "
+        "starts one (from the environment scripts/vllm_env.sh builds).",
+    ).tag(config=True)
     dtype = Unicode("auto", help="Weights dtype of the child backend: auto, float32, bfloat16, float16.").tag(config=True)
     backend_url = Unicode(
         "", help="ws:// URL of a standalone `specgen-backend serve`. Empty: start one as a child process on loopback."
@@ -189,12 +199,22 @@ class SpecgenExtension(ExtensionApp):
     def _default_feedback_path(self) -> str:
         return str(default_feedback_path())
 
+    def backend_args(self) -> tuple[str, ...]:
+        """The child backend's arguments beyond model, device and dtype (see `specgen-backend serve --help`)."""
+        args = ["--adapter-root", self.adapter_root, "--engine", self.serving_engine]
+        if self.vllm_url:
+            if self.serving_engine != "vllm":
+                raise ValueError("SpecgenExtension.vllm_url is used only with SpecgenExtension.serving_engine = 'vllm'")
+            args += ["--vllm-url", self.vllm_url]
+        for folder in self.model_dirs:
+            args += ["--model-dir", folder]
+        return tuple(args)
+
     def initialize_settings(self) -> None:
         process = None
         if not self.backend_url:
-            model_dirs = tuple(arg for d in self.model_dirs for arg in ("--model-dir", d))
             process = BackendProcess(model=self.model, device=self.device, dtype=self.dtype,
-                                     extra_args=("--adapter-root", self.adapter_root, *model_dirs))
+                                     extra_args=self.backend_args())
         settings = CompletionSettings(
             candidates=self.candidates,
             max_tokens=self.max_tokens,

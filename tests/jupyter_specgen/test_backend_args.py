@@ -1,0 +1,39 @@
+"""The settings of the child backend reach `specgen-backend serve` as arguments it accepts."""
+
+from __future__ import annotations
+
+import pytest
+from specgen_backend.cli import _parser
+
+from jupyter_specgen.extension import SpecgenExtension
+
+
+def _serve_args(extension: SpecgenExtension):
+    return _parser().parse_args(["serve", "--model", extension.model, *extension.backend_args()])
+
+
+def test_the_default_is_the_native_engine(tmp_path):
+    extension = SpecgenExtension(adapter_root=str(tmp_path / "adapters"), model_dirs=[str(tmp_path / "m1"), str(tmp_path / "m2")])
+    args = _serve_args(extension)
+    assert (args.engine, args.vllm_url, args.model) == ("native", None, "auto")
+    assert [str(p) for p in args.model_dir] == [str(tmp_path / "m1"), str(tmp_path / "m2")]
+    assert str(args.adapter_root) == str(tmp_path / "adapters")
+
+
+def test_vllm_engine_and_url_are_passed_on(tmp_path):
+    extension = SpecgenExtension(adapter_root=str(tmp_path), serving_engine="vllm", vllm_url="http://127.0.0.1:8123")
+    args = _serve_args(extension)
+    assert (args.engine, args.vllm_url) == ("vllm", "http://127.0.0.1:8123")
+
+
+def test_a_url_without_the_vllm_engine_is_refused_in_words(tmp_path):
+    extension = SpecgenExtension(adapter_root=str(tmp_path), vllm_url="http://127.0.0.1:8123")
+    with pytest.raises(ValueError, match="serving_engine = 'vllm'"):
+        extension.backend_args()
+
+
+def test_an_unknown_engine_is_refused_by_the_setting():
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError):
+        SpecgenExtension(serving_engine="tgi")
