@@ -23,6 +23,7 @@ import platform
 import random
 import re
 import sysconfig
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,14 @@ def _read(path: Path, limit: int) -> str | None:
 _DOCTEST = re.compile(r"^(\s*)(>>>|\.\.\.)( |$)(.*)$")
 
 
+def _parse(text: str) -> ast.Module:
+    """``ast.parse`` without the warnings of the code it reads (invalid escapes in other packages'
+    sources and docstring examples are theirs to fix, not noise for whoever builds the corpus)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(text)
+
+
 def docstring_notebooks(source: str) -> list[str]:
     """Notebook-style text from the ``>>>`` examples of every docstring in ``source``.
 
@@ -159,7 +168,7 @@ def docstring_notebooks(source: str) -> list[str]:
     stay together the way a user would type them.
     """
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except (SyntaxError, ValueError):
         return []
     notebooks = []
@@ -184,7 +193,7 @@ def docstring_notebooks(source: str) -> list[str]:
         for cell in cells:
             text = "\n".join(cell).strip("\n")
             try:
-                ast.parse(text)
+                _parse(text)
             except (SyntaxError, ValueError):
                 continue  # doctest fragments with IPython magics or elided output
             code_cells.append(text)
@@ -200,7 +209,7 @@ def docstring_notebooks(source: str) -> list[str]:
 def module_as_notebook(source: str) -> str | None:
     """The module cut into cells at top-level statements (imports together, one def/class each)."""
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except (SyntaxError, ValueError):
         return None
     lines = source.splitlines()
