@@ -22,7 +22,7 @@ from specgen_backend.server import Backend, BackendConfig
 
 from .test_serving import TOKEN, connect_ready, final, frame, generate, load, make_adapter, request
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]  # the async tests carry their own asyncio mark (one test is plain)
 
 START_TIMEOUT_S = 900  # a first start compiles and profiles; minutes on a loaded CPU
 # Prompts whose short greedy completions the native engine's syntax masks leave alone: the vLLM
@@ -125,6 +125,7 @@ async def _completions(backend, adapters: dict[str, str]) -> dict:
     return out
 
 
+@pytest.mark.asyncio
 async def test_greedy_completions_equal_the_native_engines(tiny_model, adapter_dirs, backend):
     """fp32, greedy: the vLLM engine completes each prompt with each user's adapter as the native engine does."""
     adapters = {"alice": "v1", "bob": "v1"}
@@ -147,6 +148,7 @@ async def test_greedy_completions_equal_the_native_engines(tiny_model, adapter_d
     assert any(through_vllm[("alice", "v1", p)][0] != through_vllm[("bob", "v1", p)][0] for p in PROMPTS)
 
 
+@pytest.mark.asyncio
 async def test_ownership_refusals_as_on_the_native_engine(backend, vllm_server):
     """A user sees and uses only their own adapters; deleting one unloads it from vLLM; fLoRA is refused."""
     from specgen_backend.engines.vllm_client import VllmClient
@@ -202,6 +204,7 @@ async def _wait_freed(client, timeout=30.0) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.asyncio
 async def test_cancel_and_disconnect_free_the_request_in_vllm(backend, vllm_server):
     """A cancel, and a closed connection, abort the request in vLLM: it stops running there long before
     the tokens it would have generated uncancelled."""
@@ -259,6 +262,7 @@ def test_constraint_regex_holds_the_first_identifier_to_the_heads():
     assert constraint_regex(Constraint(kind="attribute", names=["mean"], typed="gr")) is None
 
 
+@pytest.mark.asyncio
 async def test_the_live_state_constraint_holds_in_vllm(backend):
     """A generate with a constraint completes with one of its heads first, through vLLM's structured outputs."""
     ws = await connect_ready(backend)
@@ -271,6 +275,7 @@ async def test_the_live_state_constraint_holds_in_vllm(backend):
     await ws.close()
 
 
+@pytest.mark.asyncio
 async def test_killed_vllm_gives_a_clear_error_and_recovers(backend, vllm_server):
     """With vLLM killed a request is answered model_unavailable saying so; once vLLM is back the user's
     adapter is registered again and the same completion comes back."""
