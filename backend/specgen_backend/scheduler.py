@@ -436,39 +436,57 @@ class Scheduler:
         return self.bank.rows(adapters)
 
     def _report_ended(self, job: Job) -> bool:
-        """Hand each newly ended candidate of ``job`` to ``on_candidate``; whether all have ended."""
-        for i, state in enumerate(job.states):
-            if state.done and i not in job.ended:
-                job.ended[i] = self._candidate(job, i)
-                if job.on_candidate is not None:
-                    try:
-                        job.on_candidate(i, job.ended[i])
-                    except Exception:
-                        log.exception("delivering candidate %d of request %r failed", i, job.request.id)
-        return len(job.ended) == len(job.states)
+        return report_ended(job)
 
     def _candidates(self, job: Job) -> list[Candidate]:
-        return [job.ended[i] if i in job.ended else self._candidate(job, i) for i in range(len(job.states))]
-
-    def _candidate(self, job: Job, i: int) -> Candidate:
-        """Candidate ``i`` as it stands, after streaming what it still held back."""
-        state = job.states[i]
-        delta = state.streamable_delta()
-        if delta:
-            job.emit(i, delta)
-        text = clean_completion(state.text, job.request.context)
-        return Candidate(text=text, logprob=state.logprob, finish_reason=state.reason, adapter=job.labels[i])  # type: ignore[arg-type]
+        return candidates_of(job)
 
     def _finish(self, job: Job, candidates, error) -> None:
-        if self.metrics is not None:
-            self.metrics.latency.observe(time.monotonic() - job.submitted)
-            self.metrics.requests.labels(outcome="result" if error is None else error[0]).inc()
-        try:
-            job.finish(candidates, error)
-        except Exception:
-            log.exception("delivering the answer to request %r failed", job.request.id)
+        finish_job(job, candidates, error, self.metrics)
 
     def _observe(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(self._queued)
             self.metrics.batch_size.set(len(self._rows))
+
+
+# ----------------------------------------------------------------------------------------------
+# A job's answer, the same whichever scheduler ran it (this one, or engines/vllm_scheduler.py)
+
+
+def report_ended(job: Job) -> bool:
+    """Hand each newly ended candidate of ``job`` to ``on_candidate``; whether all have ended."""
+    for i, state in enumerate(job.states):
+        if state.done and i not in job.ended:
+            job.ended[i] = candidate_of(job, i)
+            if job.on_candidate is not None:
+                try:
+                    job.on_candidate(i, job.ended[i])
+                except Exception:
+                    log.exception("delivering candidate %d of request %r failed", i, job.request.id)
+    return len(job.ended) == len(job.states)
+
+
+def candidates_of(job: Job) -> list[Candidate]:
+    return [job.ended[i] if i in job.ended else candidate_of(job, i) for i in range(len(job.states))]
+
+
+def candidate_of(job: Job, i: int) -> Candidate:
+    """Candidate ``i`` as it stands, after streaming what it still held back."""
+    state = job.states[i]
+    delta = state.streamable_delta()
+    if delta:
+        job.emit(i, delta)
+    text = clean_completion(state.text, job.request.context)
+    return Candidate(text=text, logprob=state.logprob, finish_reason=state.reason, adapter=job.labels[i])  # type: ignore[arg-type]
+
+
+def finish_job(job: Job, candidates, error, metrics) -> None:
+    """Count the answer in ``metrics`` and deliver it (a failing delivery is logged, never raised)."""
+    if metrics is not None:
+        metrics.latency.observe(time.monotonic() - job.submitted)
+        metrics.requests.labels(outcome="result" if error is None else error[0]).inc()
+    try:
+        job.finish(candidates, error)
+    except Exception:
+        log.exception("delivering the answer to request %r failed", job.request.id)

@@ -23,9 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from ..engine import MIN_TEMPERATURE, Engine, _Row, _seed
-from ..prompt import CodeScanner, clean_completion, mid_line
+from ..prompt import CodeScanner, mid_line
 from ..protocol import Candidate
-from ..scheduler import Job, Overloaded, SchedulerConfig
+from ..scheduler import Job, Overloaded, SchedulerConfig, candidates_of, finish_job, report_ended
 from .vllm_bank import VllmBank
 from .vllm_client import CompletionStream, VllmClient, VllmRefused, VllmServer, VllmUnavailable
 from .vllm_structured import constraint_regex
@@ -299,35 +299,14 @@ class VllmScheduler:
     # -- answers (as Scheduler) ------------------------------------------------------------
 
     def _report_ended(self, job: Job) -> None:
-        for i, state in enumerate(job.states):
-            if state.done and i not in job.ended and not job.cancelled.is_set():
-                job.ended[i] = self._candidate(job, i)
-                if job.on_candidate is not None:
-                    try:
-                        job.on_candidate(i, job.ended[i])
-                    except Exception:
-                        log.exception("delivering candidate %d of request %r failed", i, job.request.id)
+        if not job.cancelled.is_set():  # a cancelled job's candidates are not handed over one by one
+            report_ended(job)
 
     def _candidates(self, job: Job) -> list[Candidate]:
-        return [job.ended[i] if i in job.ended else self._candidate(job, i) for i in range(len(job.states))]
-
-    def _candidate(self, job: Job, i: int) -> Candidate:
-        state = job.states[i]
-        delta = state.streamable_delta()
-        if delta:
-            job.emit(i, delta)
-        text = clean_completion(state.text, job.request.context)
-        return Candidate(text=text, logprob=state.logprob, finish_reason=state.reason,  # type: ignore[arg-type]
-                         adapter=job.labels[i])  # fmt: skip
+        return candidates_of(job)
 
     def _finish(self, job: Job, candidates, error) -> None:
-        if self.metrics is not None:
-            self.metrics.latency.observe(time.monotonic() - job.submitted)
-            self.metrics.requests.labels(outcome="result" if error is None else error[0]).inc()
-        try:
-            job.finish(candidates, error)
-        except Exception:
-            log.exception("delivering the answer to request %r failed", job.request.id)
+        finish_job(job, candidates, error, self.metrics)
 
     # -- the monitor -----------------------------------------------------------------------
 
