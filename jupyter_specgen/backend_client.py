@@ -146,10 +146,7 @@ class BackendClient:
             raise BackendError("backend_unavailable", f"the model backend is not responding: no answer within "
                                f"{self.generate_timeout_s:.0f} s") from None
         except asyncio.CancelledError:
-            try:
-                await ws.send(protocol.encode(Cancel(id=request_id)))
-            except ConnectionClosed:
-                pass
+            await _cancel_quietly(ws, request_id)
             raise
         except ConnectionClosed:
             raise BackendError("backend_unavailable", "the connection to the model backend was lost") from None
@@ -173,10 +170,7 @@ class BackendClient:
             await ws.send(protocol.encode(build(request_id)))
             return await asyncio.wait_for(pending.future, timeout_s)
         except asyncio.CancelledError:
-            try:
-                await ws.send(protocol.encode(Cancel(id=request_id)))
-            except ConnectionClosed:
-                pass
+            await _cancel_quietly(ws, request_id)
             raise
         except asyncio.TimeoutError:
             raise BackendError("backend_unavailable", f"the model backend did not answer within {timeout_s:.0f} s") from None
@@ -308,3 +302,11 @@ class BackendClient:
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(BackendError(error_type, message))
+
+
+async def _cancel_quietly(ws, request_id: str) -> None:
+    """Tell the backend to stop ``request_id`` (its caller went away); a closed connection stopped it already."""
+    try:
+        await ws.send(protocol.encode(Cancel(id=request_id)))
+    except ConnectionClosed:
+        pass

@@ -251,9 +251,7 @@ export class FeedbackTracker implements IDisposable {
     if (!shown) {
       return;
     }
-    this._showing = null;
-    this._currentChanged.emit(null);
-    this._lastSettledId = Math.max(this._lastSettledId, shown.id);
+    this._drop();
     const { path, prefix, cells, active, cell_id } = shown.fields;
     const report: IFeedbackReport = {
       path,
