@@ -137,8 +137,6 @@ def sums_model(tiny_model, tmp_path_factory) -> str:
     """The tiny random model after learning the continuations above (full-parameter training on
     prompts rendered by the serving code, with and without the kernel's spec block), saved as a
     local model folder that the backend loads like any other."""
-    import torch
-
     from jupyter_specgen.kernel.specs import describe
     from jupyter_specgen.prompt_specs import spec_block
     from specgen_backend.training.examples import TrainingExample
@@ -152,17 +150,42 @@ def sums_model(tiny_model, tmp_path_factory) -> str:
             examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="total = ", target=target))
         examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="ratio = ", target=RATIO_RAISE))
         examples.append(TrainingExample(notebook="sums", cells_before=cells, spec=spec, prefix="for value in ", target=FOR_HEADER))
+    return taught_model(base, examples * 2, steps=140, folder=tmp_path_factory.mktemp("sums-model"))
+
+
+def taught_model(base, examples, *, steps: int, folder: Path) -> str:
+    """``base`` after ``steps`` of plain training on ``examples``, saved to ``folder`` (returned)."""
+    import torch
+
     # One thread: on a shared machine torch's default thread pool makes these tiny steps ~6x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pretrain(base, examples * 2, steps=140, lr=5e-3)
+        pretrain(base, examples, steps=steps, lr=5e-3)
     finally:
         torch.set_num_threads(threads)
-    folder = tmp_path_factory.mktemp("sums-model")
     base.model.save_pretrained(folder)
     base.tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def feedback_rows(path: Path, query: str, args: Sequence = (), timeout: float = 20.0) -> list[tuple]:
+    """The rows ``query`` finds in the feedback store at ``path``, once it finds any (the browser's
+    reports are fire-and-forget), or none after ``timeout`` seconds."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while True:
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute(query, tuple(args)).fetchall()
+        except sqlite3.OperationalError:  # the table is made with the first report
+            rows = []
+        finally:
+            db.close()
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
 
 
 def lab_settings(settings_dir: Path, plugin: str, values: Mapping[str, object]) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import codeop
 import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import RATIO_RAISE, SUMS_NUMBERS, SUMS_RAISE, lab_settings
+from .conftest import RATIO_RAISE, SUMS_NUMBERS, SUMS_RAISE, feedback_rows, lab_settings
 
 # Each test starts its own `jupyter lab` and backend, and the model fixture trains first, on a
 # shared 2-core machine: longer than the suite's 300 s default.
@@ -94,18 +93,7 @@ def _ghosts(page) -> list[tuple[str, str]]:
 
 def _accepted_rows(path: Path, timeout: float = 20.0) -> list[tuple]:
     """The feedback store's accepted rows, once it has any (the browser reports fire-and-forget)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        db = sqlite3.connect(path)
-        try:
-            rows = db.execute("SELECT notebook, prefix, suggestion FROM feedback WHERE accepted = 1").fetchall()
-        except sqlite3.OperationalError:  # the table is made with the first report
-            rows = []
-        finally:
-            db.close()
-        if rows or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.5)
+    return feedback_rows(path, "SELECT notebook, prefix, suggestion FROM feedback WHERE accepted = 1", timeout=timeout)
 
 
 def _open_with_numbers(lab, browser, *, on_websocket=None):

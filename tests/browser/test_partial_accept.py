@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import SUMS_NUMBERS, lab_settings
+from .conftest import SUMS_NUMBERS, feedback_rows, lab_settings, taught_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -37,29 +36,16 @@ LINE_KEY = "Control+Shift+ArrowRight"
 def partial_model(tiny_model, tmp_path_factory) -> str:
     """The tiny random model after learning the suggestion above (as conftest.sums_model is
     made), saved as a local model folder."""
-    import torch
-
     from jupyter_specgen.kernel.specs import describe
     from jupyter_specgen.prompt_specs import spec_block
     from specgen_backend.training.examples import TrainingExample
     from specgen_backend.training.train import load_base
 
-    from ..personal_data import pretrain
-
     base = load_base(tiny_model)
     cells = [{"cell_type": "code", "source": SUMS_NUMBERS}]
     examples = [TrainingExample(notebook="partial", cells_before=cells, spec=spec, prefix="", target=TAUGHT)
                 for spec in ("", spec_block([describe([3, 1, 2], "numbers")]))]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see conftest.sums_model
-    try:
-        pretrain(base, examples * 2, steps=220, lr=5e-3)
-    finally:
-        torch.set_num_threads(threads)
-    folder = tmp_path_factory.mktemp("partial-model")
-    base.model.save_pretrained(folder)
-    base.tokenizer.save_pretrained(folder)
-    return str(folder)
+    return taught_model(base, examples * 2, steps=220, folder=tmp_path_factory.mktemp("partial-model"))
 
 
 @pytest.fixture
@@ -124,19 +110,8 @@ def _ghost_text(page) -> str:
 
 def _stored(path: Path, suggestion: str, timeout: float = 20.0) -> list[tuple]:
     """The feedback store's accepted rows for ``suggestion``, once there are any."""
-    deadline = time.monotonic() + timeout
-    while True:
-        db = sqlite3.connect(path)
-        try:
-            rows = db.execute("SELECT prefix, suggestion FROM feedback WHERE accepted = 1 AND suggestion = ?",
-                              (suggestion,)).fetchall()
-        except sqlite3.OperationalError:  # the table is made with the first report
-            rows = []
-        finally:
-            db.close()
-        if rows or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.5)
+    return feedback_rows(path, "SELECT prefix, suggestion FROM feedback WHERE accepted = 1 AND suggestion = ?",
+                         (suggestion,), timeout=timeout)
 
 
 def _open(lab, browser, viewport: dict):
