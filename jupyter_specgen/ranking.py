@@ -24,7 +24,7 @@ from typing import Literal, Optional, Union
 
 from .kernel.messages import Spec, Verdict
 
-__all__ = ["Ranked", "Judgement", "judge", "rank", "normalise", "summary", "SHOWN"]
+__all__ = ["Ranked", "Judgement", "judge", "rank", "normalise", "summary", "meaningful", "SHOWN"]
 
 ItemVerdict = Literal["ran", "incomplete", "defined", "not_validated"]
 
@@ -146,11 +146,12 @@ def _tier(verdict: Optional[Verdict], judged: Judgement) -> tuple[int, int, int]
     tier = SHOWN[judged.verdict or "not_validated"]
     if verdict is None or judged.verdict != "ran":
         return tier, 0, 0
-    return tier, 1 if verdict.refused else 0, 0 if _meaningful(verdict) else 1
+    return tier, 1 if verdict.refused else 0, 0 if meaningful(verdict) else 1
 
 
-def _meaningful(verdict: Verdict) -> bool:
-    """A value that is not None or empty, non-empty assigned names, or printed output."""
+def meaningful(verdict: Verdict) -> bool:
+    """A value that is not None or empty, non-empty assigned names, or printed output. A bound
+    method is not meaningful either: ``df['units'].sum`` without its call is a slip, not a result."""
     if verdict.value is not None and not _empty(verdict.value):
         return True
     if verdict.assigned and not all(_empty(s) for s in verdict.assigned):
@@ -158,8 +159,12 @@ def _meaningful(verdict: Verdict) -> bool:
     return bool(verdict.stdout.strip())
 
 
+# The types of a method taken from an object and not called.
+_UNCALLED_METHODS = frozenset({"method", "builtin_function_or_method", "method-wrapper", "method_descriptor"})
+
+
 def _empty(spec: Spec) -> bool:
-    if spec.type == "NoneType":
+    if spec.type == "NoneType" or spec.type in _UNCALLED_METHODS:
         return True
     if spec.shape and 0 in spec.shape:
         return True

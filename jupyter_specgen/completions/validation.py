@@ -3,7 +3,12 @@
 The backend says when each candidate is complete (``on_candidate``); ``Validation.submit`` takes
 it then, closes the brackets it leaves open at the end of the line (``repair.py``), drops what
 adds no code (empty, only a comment), merges duplicates (equal after normalising whitespace) and
-sends it to the kernel to run in a fork. Candidates submitted in the
+sends it to the kernel to run in a fork. A candidate that went wrong in its syntax (it does not
+parse, leaves a bracket of its own open, or was cut by the token limit) goes with its *rungs*
+(``ladder.py``: it cut back to where it still parses; a whole candidate Python cannot parse is
+not run at all), and the longest of them that holds up is the one shown: a weak model's right
+start (``'temp_c'`` before the junk it wrote after) is kept, and nothing unproven is. A candidate
+that parses is run as written: its runtime error is the model's real mistake. Candidates submitted in the
 same turn of the event loop go in one ``validate`` request (the kernel forks them from one
 snapshot); later ones get a request of their own, so the first one to finish is not held up by
 the slowest. Each verdict that holds up is sent to the browser at once as ``shown``, with a
@@ -26,7 +31,8 @@ from specgen_backend.protocol import Candidate
 
 from ..kernel.messages import Verdict
 from ..protocol import Item, Progress, Shown
-from ..ranking import judge, normalise
+from ..ranking import SHOWN, judge, meaningful, normalise
+from .ladder import ladder
 from .repair import close_brackets, opened_and_left_open
 
 __all__ = ["Validation", "Entry", "adds_code"]
@@ -38,10 +44,12 @@ log = logging.getLogger(__name__)
 class Entry:
     """One distinct candidate text and what became of it."""
 
-    text: str
+    text: str  # the candidate's text; once validated, the rung shown (if one was)
     indices: list[int]  # the candidates (by backend index) with this text
     logprob: float
     adapter: str
+    runs: list[str] = dataclasses.field(default_factory=list)  # texts sent to the kernel: the whole, then rungs
+    known: str = ""  # why the whole candidate is not run: the error Python gives it without a fork
     verdict: Optional[Verdict] = None  # None until known (or never run)
     reason: str = ""  # not shown: why ("raised NameError: ..."); shown: ""
     shown: bool = False
@@ -105,6 +113,7 @@ class Validation:
         self._tasks: list[asyncio.Task] = []
         self._done = 0
         self.first_shown: Optional[float] = None  # time.perf_counter() of the first ``shown``
+        self._shown_texts: dict[str, Entry] = {}  # normalised shown text → its entry
 
     def submit(self, index: int, candidate: Candidate) -> None:
         """Candidate ``index`` is complete (from ``on_candidate``, or from the final result: a
@@ -124,7 +133,7 @@ class Validation:
         entry = self.entries.get(key)
         if entry is not None:
             entry.indices.append(index)
-            if candidate.logprob > entry.logprob:  # keep the likelier copy's text and score
+            if candidate.logprob > entry.logprob and not entry.done:  # keep the likelier copy's text and score
                 entry.text, entry.logprob, entry.adapter = candidate.text, candidate.logprob, candidate.adapter or ""
             return
         entry = self.entries[key] = Entry(text=candidate.text, indices=[index], logprob=candidate.logprob,
@@ -132,6 +141,16 @@ class Validation:
         if self._run is None:
             self._settle(entry, Verdict(index=index, status="not_validated", message=self._why_not))
             return
+        entry.runs = [entry.text]
+        steps = ladder(self._prefix, entry.text, self._suffix)
+        if steps.whole_error:
+            entry.known = f"raised SyntaxError: {steps.whole_error}"
+        elif steps.rungs and opened_and_left_open(self._prefix, entry.text):
+            entry.known = "raised SyntaxError: a bracket it opens is never closed"
+        elif candidate.finish_reason == "stop":
+            steps = None  # the model wrote a whole statement it meant: it runs or fails as written
+        if steps is not None:
+            entry.runs = ([] if entry.known else [entry.text]) + [r.text for r in reversed(steps.rungs)]
         if not self._queue:
             asyncio.get_running_loop().call_soon(self._flush)
         self._queue.append(entry)
@@ -165,27 +184,57 @@ class Validation:
         self._tasks.append(asyncio.ensure_future(self._validate(batch)))
 
     async def _validate(self, batch: list[Entry]) -> None:
+        texts = [text for entry in batch for text in entry.runs]
         try:
-            verdicts = await self._run([e.text for e in batch])  # type: ignore[misc]
+            verdicts = await self._run(texts)  # type: ignore[misc]
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed validation costs the proof, not the request
             log.warning("validating %d candidates failed", len(batch), exc_info=True)
-            verdicts = [Verdict(index=i, status="not_validated", message=f"not validated: {exc}") for i in range(len(batch))]
-        for entry, verdict in zip(batch, verdicts):
-            self._settle(entry, verdict)
+            verdicts = [Verdict(index=i, status="not_validated", message=f"not validated: {exc}") for i in range(len(texts))]
+        at = 0
+        for entry in batch:
+            mine, at = verdicts[at: at + len(entry.runs)], at + len(entry.runs)
+            self._choose(entry, [self._checked(text, v) for text, v in zip(entry.runs, mine)])
 
-    def _settle(self, entry: Entry, verdict: Verdict) -> None:
-        if verdict.status == "incomplete" and opened_and_left_open(self._prefix, entry.text):
+    def _checked(self, text: str, verdict: Verdict) -> Verdict:
+        if verdict.status == "incomplete" and opened_and_left_open(self._prefix, text):
             # Unfinished because of a bracket the candidate itself opened and never closed: that
             # is the model stopping (or being cut) mid-expression, not the user's open block.
-            verdict = dataclasses.replace(verdict, status="raised", error_type="SyntaxError",
-                                          message="a bracket it opens is never closed")
+            return dataclasses.replace(verdict, status="raised", error_type="SyntaxError",
+                                       message="a bracket it opens is never closed")
+        return verdict
+
+    def _choose(self, entry: Entry, verdicts: list[Verdict]) -> None:
+        """Settle ``entry`` on the best of its runs that holds up (the best verdict, then the
+        longest: it keeps the most of what the model wrote); on the whole candidate's verdict
+        (or known error) when none does."""
+        held = [(text, v) for text, v in zip(entry.runs, verdicts) if judge(v).shown]
+        if held:
+            text, verdict = min(held, key=lambda tv: (SHOWN[judge(tv[1]).verdict or "not_validated"],
+                                                      0 if meaningful(tv[1]) else 1, -len(tv[0])))
+            duplicate = self._shown_texts.get(normalise(text))
+            if duplicate is not None and duplicate is not entry:  # two candidates cut back to one text
+                duplicate.indices += entry.indices
+                del self.entries[next(k for k, e in self.entries.items() if e is entry)]
+                self._done += 1
+                self._progress()
+                return
+            entry.text = text
+        elif entry.known:
+            verdict = Verdict(index=entry.indices[0], status="raised", error_type="SyntaxError",
+                              message=entry.known.split(": ", 1)[1])
+        else:
+            verdict = verdicts[0]
+        self._settle(entry, verdict)
+
+    def _settle(self, entry: Entry, verdict: Verdict) -> None:
         entry.verdict = verdict
         entry.done = True
         judged = judge(verdict)
         self._done += 1
         if judged.shown:
+            self._shown_texts[normalise(entry.text)] = entry
             entry.shown = True
             if self.first_shown is None:
                 self.first_shown = time.perf_counter()

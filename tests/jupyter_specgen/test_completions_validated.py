@@ -314,3 +314,34 @@ async def test_a_bracket_left_open_at_the_end_of_the_line_is_closed_and_then_val
     assert [(i["text"], i["verdict"]) for i in done["items"]] == [("'qzunits']", "ran")], done
     assert "KeyError" in done["summary"] or done["rejected"] == 1
     ws.close()
+
+
+async def test_a_right_start_before_junk_is_shown_cut_back_and_only_once_it_ran(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """The model writes the right column or call and then junk that does not parse: the longest
+    cut of it that runs is shown (`'qzunits']`, `.sum()`); a cut that raises is not (`.nope()`: the
+    fourth candidate comes back to `'qzunits']`, one item with the first), and a candidate that
+    parses and raises is not cut back at all (`sales['nope']` is never shown as `sales`)."""
+    texts = ["'qzunits', 0.0.0.5, [0, 2", "'qzprice'].sum(0x9, 0.0.0.0", "'nope']", "'qzunits'].nope(1, 2.2.2"]
+    _script(jp_serverapp, texts)
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = sales["))
+    frames = await _frames(ws, 1)
+    done = frames[-1]
+    shown = {i["text"]: i["verdict"] for i in done["items"]}
+    assert shown == {"'qzunits']": "ran", "'qzprice'].sum()": "ran"}, done
+    assert sorted(f["item"]["text"] for f in frames if f["type"] == "shown") == sorted(shown)
+    assert "nope" not in json.dumps([f for f in frames if f["type"] != "done"])
+    assert done["rejected"] == 1 and "KeyError" not in json.dumps(done["items"])
+    ws.close()
+
+
+async def test_two_candidates_cut_back_to_one_text_are_one_item(jp_fetch, jp_ws_fetch, jp_serverapp):
+    _script(jp_serverapp, ["'qzunits', 0.0.0.5", "'qzunits'  # 0x, 0.0.0. [", "'qzunits']"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = sales["))
+    frames = await _frames(ws, 1)
+    assert [i["text"] for i in frames[-1]["items"]] == ["'qzunits']"], frames[-1]
+    assert [f["item"]["text"] for f in frames if f["type"] == "shown"] == ["'qzunits']"]
+    ws.close()
