@@ -719,6 +719,10 @@ def _final(raw: _Raw, site: Site, extra: list[str], max_names: int) -> Answer:
         # ``f(1, 2, `` has filled the first positional parameters: naming them again is a TypeError
         names = names[min(site.positional - raw.positional_only, raw.positional_or_keyword):]
     names = [n for n in names if n.startswith(site.typed)]
+    if raw.kind == "attribute" and not site.typed.startswith("_") and any(not n.startswith("_") for n in names):
+        # As IPython and Jedi complete: private and dunder attributes once a ``_`` is typed. A weak
+        # model held to every attribute picks ``__class__`` after ``inv.`` as often as anything.
+        names = [n for n in names if not n.startswith("_")]
     required = raw.required or (raw.soft and bool(site.typed))
     if raw.kind == "parameter":
         # A positional argument may come instead of a keyword: the names at an expression's start too.

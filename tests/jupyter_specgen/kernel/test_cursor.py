@@ -69,13 +69,17 @@ async def at(kernel, links, before, after="", **kw):
 
 
 async def test_attributes_of_a_frame_public_first(kernel, links):
-    """`sales.` lists the live frame's attributes (methods and its columns), public names before private ones."""
+    """`sales.` lists the live frame's public attributes (methods and its columns); the private and
+    dunder ones once `_` is typed, private before dunder."""
     reply = await at(kernel, links, "x = sales.")
     assert (reply.kind, reply.typed, reply.required) == ("attribute", "", True)
     assert {"groupby", "head", "units", "region"} <= set(reply.names)
-    first_private = next(i for i, n in enumerate(reply.names) if n.startswith("_"))
-    assert all(not n.startswith("_") for n in reply.names[:first_private])
-    assert all(n.startswith("_") for n in reply.names[first_private:])
+    assert not [n for n in reply.names if n.startswith("_")]
+    private = await at(kernel, links, "x = sales._")
+    assert private.names and all(n.startswith("_") for n in private.names)
+    first_dunder = next(i for i, n in enumerate(private.names) if n.startswith("__"))
+    assert all(not n.startswith("__") for n in private.names[:first_dunder])
+    assert all(n.startswith("__") for n in private.names[first_dunder:])
     assert "fork" not in reply.note  # a plain name of a pandas type is read in the kernel itself
     typed = await at(kernel, links, "sales.gr")
     assert typed.typed == "gr" and "groupby" in typed.names and all(n.startswith("gr") for n in typed.names)
