@@ -7,7 +7,8 @@ and "crashed" are never shown; ``summary`` says in words why nothing was.
 
 Order: ran > incomplete > defined > not_validated. Among those that ran, a run that did not need
 a guard to refuse anything comes first, then one whose result looks meaningful (a value that is
-not None and not empty, names assigned to non-empty values, or printed output), then the model's
+not None and not empty, names assigned to non-empty values, or printed output), then the one
+whose names the notebook's intent names most (``completions/relevance.py``), then the model's
 log-likelihood; ties go to the shorter text, then to a text the user accepted before in this
 notebook, then to the original order. Duplicates (equal after normalising whitespace) keep their
 best-ranked copy.
@@ -96,17 +97,23 @@ def rank(
     verdicts: Sequence[Optional[Verdict]],
     logprobs: Sequence[float],
     *,
+    relevance: Optional[Sequence[int]] = None,
     accepted: Union[Collection[str], Callable[[], Collection[str]]] = (),
 ) -> list[Ranked]:
     """The candidates worth showing, best first, duplicates merged. ``verdicts[i]`` may be None
-    (not validated). ``accepted``: texts the user accepted before in this notebook (or a function
-    giving them, called only when a tie needs it: it may read a database)."""
+    (not validated). ``relevance[i]``: how many words of the notebook's intent text ``i`` names
+    (``completions/relevance.py``; more is better, after the verdict, before the likelihood).
+    ``accepted``: texts the user accepted before in this notebook (or a function giving them,
+    called only when a tie needs it: it may read a database)."""
     if not (len(texts) == len(verdicts) == len(logprobs)):
         raise ValueError(f"rank needs one verdict and one logprob per text, got {len(texts)} texts, "
                          f"{len(verdicts)} verdicts, {len(logprobs)} logprobs")
+    if relevance is not None and len(relevance) != len(texts):
+        raise ValueError(f"rank needs one relevance per text, got {len(relevance)} for {len(texts)} texts")
     judged = [judge(v) for v in verdicts]
     keep = [i for i in range(len(texts)) if judged[i].shown]
-    primary = {i: (*_tier(verdicts[i], judged[i]), -float(logprobs[i]), len(normalise(texts[i]))) for i in keep}
+    primary = {i: (*_tier(verdicts[i], judged[i]), -(relevance[i] if relevance else 0), -float(logprobs[i]),
+                   len(normalise(texts[i]))) for i in keep}
     ties = Counter(primary.values())
     seen_accepted: Optional[set[str]] = None
     if any(n > 1 for n in ties.values()):

@@ -6,7 +6,8 @@ that can follow at the cursor, asked at once (``context``) → ``progress(genera
 (``Constraint``); raw ``chunk``s only when the request asked to ``stream`` → each candidate run in
 a fork of the kernel as soon as it is complete (``validation``), ``progress(validating)`` and a
 ``shown`` for each one that held up, as soon as it did → ``done`` with every shown item ranked
-(``ranking``), or none and a ``summary`` of why.
+(``ranking``, with the words of the notebook's intent: ``relevance``), or none and a ``summary``
+of why.
 
 Only what holds up reaches the browser: candidates that raised, timed out or crashed are never
 sent. With validation off, or nothing to run them in (no kernel, no sandbox), candidates are
@@ -26,6 +27,7 @@ from ..kernel_client import KernelLinks
 from ..protocol import Chunk, Complete, Done, Item, Progress
 from ..ranking import rank, summary
 from .context import ground
+from .relevance import intent_of, relevance
 from .validation import Validation
 
 __all__ = ["CompletionSettings", "complete", "accepted_before"]
@@ -89,7 +91,9 @@ async def complete(
         validation.cancel()
 
     shown = [e for e in entries if e.shown]
-    ranked = rank([e.text for e in shown], [e.verdict for e in shown], [e.logprob for e in shown], accepted=accepted)
+    intent = intent_of(request.prefix, _markdown_above(request))
+    ranked = rank([e.text for e in shown], [e.verdict for e in shown], [e.logprob for e in shown],
+                  relevance=[relevance(e.text, intent) for e in shown], accepted=accepted)
     items = [Item(text=r.text, verdict=r.item_verdict, detail=r.detail, score=r.logprob, adapter=shown[r.index].adapter)
              for r in ranked]
     reasons = list(validation.rejected)
@@ -103,6 +107,12 @@ async def complete(
               (time.perf_counter() - started) * 1000, len(items), len(reasons))
     return Done(reply_to=request.id, items=items, model=result.model,
                 summary="" if items else summary(reasons), rejected=len(reasons))
+
+
+def _markdown_above(request: Complete) -> str:
+    """The markdown cell just above the active one (the user's words for what comes), or ""."""
+    above = request.cells[request.active - 1] if 0 < request.active <= len(request.cells) else None
+    return above.source if above is not None and above.cell_type == "markdown" else ""
 
 
 def _runner(request: Complete, kernels: Optional[KernelLinks], kernel_id: Optional[str],

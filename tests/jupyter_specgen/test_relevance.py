@@ -1,0 +1,40 @@
+"""The notebook's words order candidates that ran: the name the user's intent names comes first."""
+
+from __future__ import annotations
+
+
+from jupyter_specgen.completions.relevance import intent_of, relevance, words_of
+from jupyter_specgen.kernel.messages import Verdict
+from jupyter_specgen.ranking import rank
+
+
+def test_words_split_identifiers_strings_and_case():
+    assert words_of("meanTemp_c 'rain_mm' sensor2") >= {"mean", "temp", "rain", "mm", "sensor", "2"}
+    assert "the" not in words_of("the total of the units")
+
+
+def test_the_assigned_name_the_markdown_and_the_comment_are_the_intent():
+    assert relevance("'temp_c']", intent_of("mean_temp = weather[")) == 1
+    assert relevance("'mar']", intent_of("march = wide[")) == 1  # "mar" begins "march"
+    assert relevance("'rain_mm'", intent_of("wet = weather[weather[", "## Readings with more than 10 mm of rain")) == 2
+    assert relevance("'units'", intent_of("x = 1  # sum of the units\ny = shop[")) == 1
+    assert relevance("'sensor_2']", intent_of("spread = readings[", "Spread of sensor 2")) > \
+        relevance("'sensor_1']", intent_of("spread = readings[", "Spread of sensor 2"))
+
+
+def test_words_the_line_already_uses_tell_nothing_new():
+    intent = intent_of("r = readings['sensor_0'].corr(readings[", "How sensors 0 and 1 move together")
+    assert relevance("'sensor_1']", intent) > relevance("'sensor_0']", intent)
+
+
+def test_no_intent_no_preference():
+    assert relevance("'temp_c']", intent_of("weather[")) == 0
+
+
+def test_relevance_orders_after_the_verdict_and_before_the_likelihood():
+    ran = Verdict(index=0, status="ran")
+    incomplete = Verdict(index=0, status="incomplete")
+    texts = ["'rain_mm']", "'temp_c']", "'temp_c'"]
+    ranked = rank(texts, [ran, ran, incomplete], [-0.1, -2.0, -0.5], relevance=[0, 1, 1])
+    assert [r.text for r in ranked] == ["'temp_c']", "'rain_mm']", "'temp_c'"]
+    assert [r.text for r in rank(texts[:2], [ran, ran], [-0.1, -2.0])] == ["'rain_mm']", "'temp_c']"]
