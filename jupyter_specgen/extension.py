@@ -154,6 +154,10 @@ class SpecgenExtension(ExtensionApp):
     backend_token_file = Unicode("", help="File holding the token of the standalone backend at backend_url.").tag(config=True)
     candidates = Int(CompletionSettings.candidates, help="Candidates sampled per completion request.").tag(config=True)
     max_tokens = Int(CompletionSettings.max_tokens, help="Most new tokens per candidate.").tag(config=True)
+    max_tokens_mid_line = Int(
+        CompletionSettings.max_tokens_mid_line,
+        help="Most new tokens per candidate when the cursor is inside a line (the rest of one statement).",
+    ).tag(config=True)
     temperature = Float(CompletionSettings.temperature, help="Sampling temperature; 0 is greedy.").tag(config=True)
     kernel_specs = Bool(
         True, help="Ground prompts in the live kernel: load the kernel extension into new kernels and ask it for specs."
@@ -218,6 +222,7 @@ class SpecgenExtension(ExtensionApp):
         settings = CompletionSettings(
             candidates=self.candidates,
             max_tokens=self.max_tokens,
+            max_tokens_mid_line=self.max_tokens_mid_line,
             temperature=self.temperature,
             specs_budget_ms=self.specs_budget_ms,
             validate=self.validate,

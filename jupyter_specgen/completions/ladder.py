@@ -11,7 +11,8 @@ screen; it only lets the part that was right through.
 
 A cut is taken after a complete operand (a name, a number, a string, a closing bracket) or
 after a call's opening parenthesis (``sum(`` → ``sum()``); never inside a string or a comment,
-never after an operator or a comma (the statement would be left guessing). The brackets closed
+never after an operator or a comma (the statement would be left guessing), never between a
+name and the ``(`` of its call (``sum`` alone is a method, not what the model meant). The brackets closed
 are those the rung itself opened, and the user's own when the cursor is at the end of its line
 and nothing after it closes them (the same rule as ``repair.close_brackets``).
 
@@ -193,7 +194,10 @@ def _cut_points(prefix: str, candidate: str) -> list[tuple[int, bool]]:
             if tok.type in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER,
                             tokenize.COMMENT):
                 continue
-            end = starts[min(tok.end[0] - 1, len(starts) - 1)] + tok.end[1]
+            if tok.type == tokenize.OP and tok.string == "(" and points and previous is not None \
+                    and points[-1][0] == _end(previous, starts) - boundary:
+                points.pop()  # ``sum`` of ``sum(``: the model meant a call, not the method itself
+            end = _end(tok, starts)
             if end > boundary:
                 operand = (tok.type in _OPERANDS and tok.string not in _WANTS_OPERAND) or (
                     tok.type == tokenize.OP and tok.string in _CLOSERS)
@@ -206,6 +210,10 @@ def _cut_points(prefix: str, candidate: str) -> list[tuple[int, bool]]:
     except (tokenize.TokenError, SyntaxError, IndentationError):
         pass  # read as far as it goes: a candidate often ends inside a bracket or a string
     return points
+
+
+def _end(tok: tokenize.TokenInfo, starts: list[int]) -> int:
+    return starts[min(tok.end[0] - 1, len(starts) - 1)] + tok.end[1]
 
 
 def _open(source: str):

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 class CompletionSettings:
     candidates: int = 3  # samples per request; validation picks among them
     max_tokens: int = 48  # new tokens per candidate
+    # Inside a line the completion is the rest of one statement (the backend stops at its end): a
+    # longer one is nearly always a weak model running on, and every token is time before the
+    # first ghost text.
+    max_tokens_mid_line: int = 24
     temperature: float = 0.4  # 0: greedy (then all candidates are the same)
     specs_budget_ms: int = 50  # time the kernel gets to describe its variables (and the cursor)
     kernel_specs: bool = True  # ground the prompt in the kernel's specs
@@ -80,7 +84,7 @@ async def complete(
     send(Progress(reply_to=request.id, stage="generating", total=settings.candidates))
     try:
         result = await client.generate(
-            user=user, context=grounding.context, n=settings.candidates, max_tokens=settings.max_tokens,
+            user=user, context=grounding.context, n=settings.candidates, max_tokens=_max_tokens(request, settings),
             temperature=settings.temperature, on_token=on_token, personal=settings.personal,
             constraint=grounding.constraint, on_candidate=validation.submit,
         )  # fmt: skip
@@ -107,6 +111,13 @@ async def complete(
               (time.perf_counter() - started) * 1000, len(items), len(reasons))
     return Done(reply_to=request.id, items=items, model=result.model,
                 summary="" if items else summary(reasons), rejected=len(reasons))
+
+
+def _max_tokens(request: Complete, settings: CompletionSettings) -> int:
+    """Mid-line (text before or after the cursor on its line, as the backend's ``mid_line``
+    reads it), the rest of a statement; else room for a few lines."""
+    mid_line = request.prefix.rsplit("\n", 1)[-1].strip() or request.suffix.split("\n", 1)[0].strip()
+    return min(settings.max_tokens, settings.max_tokens_mid_line) if mid_line else settings.max_tokens
 
 
 def _markdown_above(request: Complete) -> str:

@@ -10,6 +10,7 @@ real backend with the tiny model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Optional
 
@@ -61,7 +62,7 @@ class ScriptedBackend:
 
     async def generate(self, *, user, context, n, max_tokens, temperature, on_token, adapters=(), personal=False,
                        constraint=None, on_candidate=None) -> Result:
-        self.calls.append({"context": context, "constraint": constraint, "n": n})
+        self.calls.append({"context": context, "constraint": constraint, "n": n, "max_tokens": max_tokens})
         candidates = []
         for i, text in enumerate(self.texts):
             on_token(i, text)
@@ -344,4 +345,21 @@ async def test_two_candidates_cut_back_to_one_text_are_one_item(jp_fetch, jp_ws_
     frames = await _frames(ws, 1)
     assert [i["text"] for i in frames[-1]["items"]] == ["'qzunits']"], frames[-1]
     assert [f["item"]["text"] for f in frames if f["type"] == "shown"] == ["'qzunits']"]
+    ws.close()
+
+
+async def test_inside_a_line_the_candidates_get_the_mid_line_token_budget(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """`total = sales[` is the rest of one statement: it gets `max_tokens_mid_line` tokens; the start of a
+    new line gets `max_tokens`."""
+    backend = _script(jp_serverapp, ["'qzunits']"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    service = jp_serverapp.web_app.settings["specgen"]
+    service.completion_settings = dataclasses.replace(service.completion_settings, max_tokens=40,
+                                                      max_tokens_mid_line=12)
+    ws.write_message(_complete(1, kernel_id, "total = sales["))
+    await _frames(ws, 1)
+    ws.write_message(_complete(2, kernel_id, "total = 1\n"))
+    await _frames(ws, 2)
+    assert [c["max_tokens"] for c in backend.calls] == [12, 40]
     ws.close()
