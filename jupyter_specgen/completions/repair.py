@@ -58,12 +58,40 @@ def close_brackets(prefix: str, candidate: str, suffix: str, *, ended_by_model: 
 
 
 def opened_and_left_open(prefix: str, candidate: str) -> bool:
-    """Whether ``candidate`` opens a bracket that is still open at its end."""
+    """Whether ``candidate`` opens a bracket that is still open at its end (closing the user's
+    brackets first, as ``).sum()`` after ``groupby(`` does, is not that)."""
     before, _ = _open_brackets(prefix)
     after, last = _open_brackets(prefix + candidate)
     if last is None and not after:
         return False
-    return len(after) > len(before) or after[: len(before)] != before
+    # The user's brackets the candidate never closed are the bottom of ``after``; what is above
+    # the lowest depth the candidate's text reached is its own.
+    return len(after) > _lowest_depth(prefix, candidate, len(before))
+
+
+def _lowest_depth(prefix: str, candidate: str, depth: int) -> int:
+    """The fewest brackets open at any point of ``candidate``'s text (after ``prefix``, which
+    leaves ``depth`` open)."""
+    boundary = len(prefix)
+    source = prefix + candidate
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    lowest = depth
+    stack = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type != tokenize.OP:
+                continue
+            if tok.string in _PAIRS:
+                stack += 1
+            elif tok.string in _CLOSERS:
+                stack -= 1
+                if starts[min(tok.start[0] - 1, len(starts) - 1)] + tok.start[1] >= boundary:
+                    lowest = min(lowest, stack)
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        pass
+    return lowest
 
 
 def _split_trailing_comment(prefix: str, candidate: str) -> tuple[str, str]:

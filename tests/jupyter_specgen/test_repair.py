@@ -67,6 +67,9 @@ def test_a_candidate_cut_by_the_token_limit_is_not_repaired():
         ("for x in ", "range(3):\n", False),  # a block header
         ("x = f(", "g(1)", False),
         ("x = ", "1", False),
+        ("by = df.groupby(", "'a').sum()", False),  # closes the user's bracket, opens and closes its own
+        ("by = df.groupby(", "'a').sum(", True),
+        ("x = f(a[", "1], g(2", True),
     ],
 )
 def test_opened_and_left_open_tells_the_candidates_bracket_from_the_users(prefix, candidate, expected):
