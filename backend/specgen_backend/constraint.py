@@ -29,12 +29,15 @@ vectorised masks to it token by token)::
 
     def allowed(generated, text):  # may token ``text`` follow the row's text ``generated``?
         body = generated
-        if not c.required and not c.typed:  # only an identifier the model starts is held
-            if not generated.lstrip(" "):
+        if not c.required and not c.typed:  # only an identifier the model starts is held,
+            held = IDENT - set(digits) | {q for q in "'\"" if any(r[:1] == q for r, _ in rests)}
+            if not generated.lstrip(" "):   # or a string when some head is one
                 text = text.lstrip(" ")
-                if not text or text[0] not in IDENT - set(digits):
+                if not text or text[0] not in held:
                     return True  # spaces, or not an identifier: the row is free
             body = generated.lstrip(" ")
+            if body and body[0] not in held:
+                return True
         if complete(body):
             return True
         new = body + text
@@ -79,6 +82,7 @@ log = logging.getLogger(__name__)
 
 IDENT_CHARS = frozenset(string.ascii_letters + string.digits + "_")
 _IDENT_START = frozenset(string.ascii_letters + "_")
+_QUOTES = ("'", '"')
 _IDENT_LEAD = re.compile(r" *[A-Za-z_]")  # spaces, then the start of an identifier
 MAX_OPERATOR_RUN = 3  # Python's longest operators: ``**=``, ``//=``, ``>>=``, ``<<=``, ``...``
 _MAX_CLOSERS = 8  # closing brackets one token may bring, at most, that the masks tell apart
@@ -114,6 +118,13 @@ def _optional(constraint: Constraint) -> bool:
     return not constraint.required and not constraint.typed
 
 
+def _holds(lead: str, rests: Sequence[tuple[str, bool]]) -> bool:
+    """Whether an optional constraint holds a completion that begins with ``lead``: an identifier,
+    or a string when some head is a string (a frame's labels as ``df.groupby(``'s argument: any
+    expression may come, but a string there is one of the labels)."""
+    return lead in _IDENT_START or (lead in _QUOTES and any(rest.startswith(lead) for rest, _ in rests))
+
+
 def token_allowed(constraint: Constraint, generated: str, text: str) -> bool:
     """Whether a token of text ``text`` may follow ``generated`` (the row's text so far)."""
     rests = _rests(constraint)
@@ -122,9 +133,9 @@ def token_allowed(constraint: Constraint, generated: str, text: str) -> bool:
         body = generated.lstrip(" ")
         if not body:
             text = text.lstrip(" ")
-            if not text or text[0] not in _IDENT_START:
+            if not text or not _holds(text[0], rests):
                 return True
-        elif body[0] not in _IDENT_START:
+        elif not _holds(body[0], rests):
             return True
     if _complete(body, rests):
         return True
@@ -141,7 +152,7 @@ def eos_allowed(constraint: Constraint, generated: str) -> bool:
     body = generated
     if _optional(constraint):
         body = generated.lstrip(" ")
-        if not body or body[0] not in _IDENT_START:
+        if not body or not _holds(body[0], rests):
             return True
     return _complete(body, rests) or any(body == rest for rest, _ in rests)
 
@@ -328,6 +339,9 @@ class TokenTable:
         # constraint refuses at its start unless they begin a head.
         ident_led = torch.nonzero(~free).squeeze(1)  # (K,)
         self.ident_led = ident_led[~torch.isin(ident_led, self.end_ids)]
+        # Tokens that begin a string (after spaces), per quote: held too when a head is a string.
+        self.quote_led = {q: torch.tensor([i for i, t in enumerate(self.texts) if t and t.lstrip(" ")[:1] == q],
+                                          dtype=torch.long) for q in _QUOTES}
         self.optional_free = free  # (V,)
         self.stats = {"constrained": 0, "released": 0}  # rows held by a constraint; rows let go
         self._build_syntax()
@@ -519,8 +533,10 @@ class HeadGuide:
                 parts += table.spaced.matches(rest, ends_ident)
         ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
         if undecided:
-            # Whatever begins an identifier, unless it begins a head; the rest (and EOS) is free.
-            rule = Rule("ban", table.ident_led[~torch.isin(table.ident_led, ids)])
+            # Whatever begins an identifier (or a string, when heads are strings), unless it
+            # begins a head; the rest (and EOS) is free.
+            held = torch.cat([table.ident_led, *(table.quote_led[q] for q in _QUOTES if _holds(q, self.rests))])
+            rule = Rule("ban", held[~torch.isin(held, ids)])
         else:
             if any(rest == "" for rest, _ in live):  # a head just completed: the row may end
                 ids = torch.cat([ids, table.end_ids])
@@ -622,7 +638,7 @@ class RowGuide:
             text = text.lstrip(" ")
             if not text:
                 return
-            if text[0] not in _IDENT_START:
+            if not _holds(text[0], self.heads.rests):
                 self.mode = "free"
                 return
             self.mode = "pending"

@@ -82,6 +82,7 @@ class Site:
     given: tuple[str, ...] = ()  # parameter: keyword arguments already in the call
     accessor: str = ""  # column: "loc" for ``expr.loc[:, `` (``expr`` is then the frame)
     positional: int = 0  # parameter: positional arguments already in the call (-1: unknown)
+    keyword: str = ""  # name: the keyword whose value is at the cursor (``y`` in ``df.plot(y=``)
     note: str = ""  # why nothing is constrained (kind "")
 
 
@@ -279,6 +280,11 @@ def _classify(stmt: Optional[list[_Tok]], before: str, *, typed_kind: str) -> Si
         return Site("name")
     if opener is None and prev.string == "," and not any(t.string == "=" for t in stmt):
         return Site("", note="perhaps a target list: a new name may be bound")
+    if (opener is not None and opener.string == "(" and prev.string == "=" and n >= 3
+            and stmt[-2].type == tokenize.NAME and stmt[-3].string in ("(", ",") and _is_trailer(stmt, stack[-1])):
+        # a keyword's value (``df.plot(x='year', y=``): any expression, and the callee is kept
+        # for the labels of its frame
+        return Site("name", expr=_primary(stmt, stack[-1], match, before) or "", keyword=stmt[-2].string)
     if prev.type == tokenize.OP and prev.string not in (")", "]", "}", "."):
         return Site("name")
     if prev.type == tokenize.NAME and prev.string in _EXPR_KEYWORDS:
@@ -541,6 +547,9 @@ class _Raw:
     # first as positional-or-keyword: the positional arguments written fill those in order
     positional_only: int = 0
     positional_or_keyword: int = 0
+    # parameter: the column labels of the frame the callable is a method of (``df.groupby(``,
+    # ``df.plot(x=``): its arguments are so often labels that they are heads as well
+    labels: list[str] = field(default_factory=list)
 
 
 def start(
@@ -560,7 +569,10 @@ def start(
     if site.kind == "":
         return Answer(note=site.note)
     if site.kind == "name":
-        return _limit(Answer("name", _name_heads(namespace, before, after, notebook, hidden, site.typed, max_names),
+        heads = _name_heads(namespace, before, after, notebook, hidden, site.typed, max_names)
+        labels = (_callee_labels(site.expr, namespace, max_names)
+                  if site.expr and site.keyword in _LABEL_PARAMETERS else [])
+        return _limit(Answer("name", [n for n in labels if n.startswith(site.typed)] + heads,
                              typed=site.typed, required=False), max_names)
     try:
         node = ast.parse(site.expr.strip() if "\n" not in site.expr else f"({site.expr})", mode="eval").body
@@ -727,6 +739,9 @@ def _final(raw: _Raw, site: Site, extra: list[str], max_names: int) -> Answer:
     if raw.kind == "parameter":
         # A positional argument may come instead of a keyword: the names at an expression's start too.
         names = [n for n in names if n[:-1] not in site.given]
+        slot = site.positional - raw.positional_only
+        if 0 <= slot < raw.positional_or_keyword and raw.names[slot][:-1] in _LABEL_PARAMETERS:
+            names += [n for n in raw.labels if n.startswith(site.typed)]  # ``df.groupby(`` fills ``by``
         names += [n for n in extra if n not in names]
         required = False
     return _limit(Answer(raw.kind, list(dict.fromkeys(names)), typed=site.typed, required=required,
@@ -840,7 +855,9 @@ def _raw(site: Site, value: Any, max_names: int, *, in_fork: bool = False) -> _R
     if site.kind == "parameter":
         if not in_fork and not _signature_safe(value):
             raise _Unsafe
-        return _parameters(value)
+        raw = _parameters(value)
+        labels = _frame_labels(value, max_names)
+        return dataclasses.replace(raw, kind="parameter", labels=labels) if labels else raw
     return _Raw("", note="nothing to hold the cursor to")
 
 
@@ -918,6 +935,47 @@ def _parameters(value: Any) -> _Raw:
                               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)],
                 required=False, positional_only=kinds.count(inspect.Parameter.POSITIONAL_ONLY),
                 positional_or_keyword=kinds.count(inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+
+# pandas' parameters that take column labels: at their place in a frame method's call, a string
+# the model begins is held to the frame's labels (``constraint._holds`` in the backend).
+_LABEL_PARAMETERS = frozenset({"by", "on", "left_on", "right_on", "columns", "column", "keys", "subset", "x", "y",
+                               "index", "values", "id_vars", "value_vars"})
+
+
+def _callee_labels(expr: str, namespace: Mapping[str, Any], max_names: int) -> list[str]:
+    """The labels of the frame callee ``expr`` is a method of, when reading it runs no user
+    code (no fork for this: a keyword's value is any expression, the labels only help). An
+    accessor (``df.plot``) is a descriptor that is not read: the frame before it on the chain is."""
+    try:
+        node = ast.parse(expr.strip(), mode="eval").body
+    except (SyntaxError, ValueError):
+        return []
+    while isinstance(node, (ast.Attribute, ast.Name)):
+        try:
+            labels = _frame_labels(_lookup(node, namespace), max_names)
+        except Exception:  # noqa: BLE001 - _Unsafe, _Undefined: try the value before the dot
+            labels = []
+        if labels or isinstance(node, ast.Name):
+            return labels
+        node = node.value
+    return []
+
+
+def _frame_labels(value: Any, max_names: int) -> list[str]:
+    """The column labels, as literals, of the pandas frame ``value`` is a method of (or a method
+    of an accessor of: ``df.plot.bar``); [] for anything else."""
+    pd = sys.modules.get("pandas")
+    if pd is None:
+        return []
+    # Types only, and attributes read statically: ``value`` may be any object of the user's, and
+    # reading it must run none of its code (this runs in the kernel itself, not in a fork).
+    owner = value.__self__ if type(value) in (types.MethodType, types.BuiltinMethodType) else value
+    if not issubclass(type(owner), pd.DataFrame) and _trusted(type(owner)):
+        owner = inspect.getattr_static(owner, "_parent", None)  # pandas' accessors keep their frame there
+    if not issubclass(type(owner), pd.DataFrame):
+        return []
+    return _labels(owner.columns, max_names) or []
 
 
 def _name_heads(namespace: Mapping[str, Any], before: str, after: str, notebook: Sequence[str],

@@ -54,6 +54,8 @@ CASES = [
     Constraint(kind="column", names=COLUMNS, typed="'qzx"),
     Constraint(kind="parameter", names=["axis=", "ascending="], required=False),
     Constraint(kind="name", names=NAMES, required=False),
+    # a frame method's call: any expression, but a string is one of the frame's labels
+    Constraint(kind="parameter", names=["by=", "level=", "'qzxcountry'", '"qzxcountry"', "zorb"], required=False),
 ]
 
 
@@ -62,7 +64,8 @@ def test_head_mask_equals_the_reference_semantics(constraint, table, tokenizer):
     """For every token of the vocabulary, the vectorised mask equals token_allowed (and EOS eos_allowed)."""
     heads = HeadGuide(constraint, table)
     checked = 0
-    for generated in ["", " ", "z", "zorb", "zorbi", "oup", "_units", "_unit", "ax", "axis", "frame_", "print", "pri"]:
+    for generated in ["", " ", "z", "zorb", "zorbi", "oup", "_units", "_unit", "ax", "axis", "frame_", "print", "pri",
+                      "'", " '", "'qzx", '"qzxc']:
         guide = _walk(_guide(constraint, table), generated, table)
         if guide.mode == "free":
             continue  # inconsistent with the heads or already past them: not a state decoding reaches
@@ -106,6 +109,20 @@ def test_required_and_optional(table, tokenizer):
     guide = _guide(optional, table)
     guide.advance("[", False)
     assert guide.mode == "free"  # not an identifier: the row decodes freely from here
+    assert token_allowed(optional, "", "'anything'")  # no head is a string: strings are free
+
+
+def test_an_optional_constraint_with_string_heads_holds_strings_too(table):
+    """`df.groupby(`: any expression may come, but a string the model begins is one of the frame's labels."""
+    labels = Constraint(kind="parameter", names=["by=", "'qzxcountry'", '"qzxcountry"'], required=False)
+    assert token_allowed(labels, "", "'") and token_allowed(labels, "'", "qzx") and not token_allowed(labels, "'", "bar")
+    assert token_allowed(labels, "", "[") and token_allowed(labels, "", "by") and not token_allowed(labels, "", "self")
+    assert not eos_allowed(labels, "'qzx") and eos_allowed(labels, "'qzxcountry'")
+    guide = _guide(labels, table)
+    guide.advance("'", False)
+    assert guide.mode == "pending" and guide.body == "'"
+    only_single = Constraint(kind="parameter", names=["'qzxcountry'"], required=False)
+    assert token_allowed(only_single, "", '"free text"')  # no head begins with a double quote
 
 
 def test_byte_level_token_texts(tokenizer, table):

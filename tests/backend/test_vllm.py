@@ -260,6 +260,9 @@ def test_constraint_regex_holds_the_first_identifier_to_the_heads():
     optional = constraint_regex(Constraint(kind="name", names=["df"], required=False))
     assert [bool(re.fullmatch(optional, t)) for t in ["", " df.x", " 1 + 2", " dx", "(df)"]] == [True, True, True, False, True]
     assert constraint_regex(Constraint(kind="attribute", names=["mean"], typed="gr")) is None
+    labels = constraint_regex(Constraint(kind="parameter", names=["by=", "'country'"], required=False))
+    assert [bool(re.fullmatch(labels, t)) for t in ["'country')", "'bar')", '"bar")', "by='x')", "[1])"]] == [
+        True, False, True, True, True]  # fmt: skip  (a string is a label when a head is one with that quote)
 
 
 @pytest.mark.asyncio

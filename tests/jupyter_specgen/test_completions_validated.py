@@ -264,6 +264,22 @@ async def test_constrained_decoding_writes_one_of_the_frames_columns(jp_fetch, j
     ws.close()
 
 
+async def test_a_frame_methods_label_argument_sends_its_labels_as_string_heads(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """After `sales.groupby(` the constraint the backend gets is optional (any expression may come) and its
+    heads hold the live frame's labels, so a string the model begins is one of them (the backend's masks
+    for such heads: tests/backend/test_constraint.py)."""
+    backend = _script(jp_serverapp, ["'qzunits').sum()"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "by = sales.groupby("))
+    done = (await _frames(ws, 1))[-1]
+    constraint = backend.calls[-1]["constraint"]
+    assert (constraint.kind, constraint.required) == ("parameter", False), constraint
+    assert {"'qzunits'", "'qzprice'", "by=", "sales"} <= set(constraint.names), constraint
+    assert [i["text"] for i in done["items"]] == ["'qzunits').sum()"], done
+    ws.close()
+
+
 async def test_a_function_body_is_exercised_with_the_notebooks_own_call(jp_fetch, jp_ws_fetch, jp_serverapp):
     """Inside a def whose call the notebook has, a body that raises when called is never shown; one that
     runs is shown "ran"."""

@@ -5,7 +5,8 @@ The native engine holds each row to the heads token by token (``constraint.py``)
 structured outputs hold a request to a regular expression over its text, which expresses the same
 rule: a required constraint is "one head's rest, then (for a head ending in an identifier
 character) nothing or a character that cannot continue an identifier, then anything"; an optional
-one also allows a completion that begins (after spaces) with anything but an identifier.
+one also allows a completion that begins (after spaces) with anything but an identifier (or a
+string, when some head is a string).
 What the native engine adds and this does not: releasing a row whose head no token can continue
 (vLLM's grammar then ends the row), and the syntax masks (brackets, runs of operators).
 """
@@ -45,7 +46,9 @@ def constraint_regex(constraint: Constraint) -> Optional[str]:
     head = "(" + "|".join(heads) + ")"
     if constraint.required or constraint.typed:
         return head
-    # Optional: nothing, or something that does not begin an identifier, or a head (after spaces).
-    not_ident_start = r"[^A-Za-z_ ]"
+    # Optional: nothing, or something that does not begin an identifier (nor a string, when a head
+    # is a string: constraint._holds), or a head (after spaces).
+    quotes = "".join(q for q in ("'", '"') if any(rest.startswith(q) for rest, _ in rests))
+    not_ident_start = f"[^A-Za-z_ {quotes}]"
     return f" *(|{not_ident_start}{_ANY}|{head})"
 

@@ -128,6 +128,19 @@ async def test_parameters_of_the_live_callable(kernel, links):
     assert "amount=" not in user.names and "store=" not in user.names  # given by keyword, filled by position
 
 
+async def test_a_frame_methods_label_arguments_take_its_labels(kernel, links):
+    """Where a frame method takes column labels (`groupby(`'s `by`, `nlargest(2, `'s `columns`, a plot's `y=`,
+    even through the `plot` accessor) the frame's labels are heads too; elsewhere (`kind=`, `ascending=`) not."""
+    for before in ["sales.groupby(", "sales.nlargest(2, ", "sales.plot(x='region', y=", "sales.plot.bar(y=",
+                   "sales.merge(sales, on="]:
+        reply = await at(kernel, links, before)
+        assert {"'units'", "'region'"} <= set(reply.names) and not reply.required, (before, reply)
+        assert "sales" in reply.names  # any expression may still come: a variable, a list
+    for before in ["sales.plot(kind=", "sales.sort_values(by='units', ascending=", "sales.nlargest("]:
+        reply = await at(kernel, links, before)
+        assert "'units'" not in reply.names, (before, reply)
+
+
 async def test_names_at_the_start_of_an_expression(kernel, links):
     """After `=`: bound names, builtins and keywords, not IPython's hidden names; what is typed narrows them."""
     reply = await at(kernel, links, "total = ")
