@@ -33,6 +33,11 @@ __all__ = ["same", "run_check", "run_check_json"]
 _FILENAME = "<quality-case>"
 
 
+def _numeric(x: Any, pd: Any) -> list[bool]:
+    dtypes = list(x.dtypes) if isinstance(x, pd.DataFrame) else [x.dtype]
+    return [pd.api.types.is_numeric_dtype(t) for t in dtypes]
+
+
 def same(a: Any, b: Any, *, tol: float = 1e-6) -> bool:
     """Equal as a user would judge: numbers within ``tol``, arrays/Series/frames element-wise
     (names and dtypes not compared), anything else with ``==``."""
@@ -45,6 +50,8 @@ def same(a: Any, b: Any, *, tol: float = 1e-6) -> bool:
     if pd is not None and isinstance(a, (pd.Series, pd.DataFrame, pd.Index)):
         if type(a) is not type(b) or a.shape != b.shape:
             return False
+        if isinstance(a, (pd.Series, pd.DataFrame)) and _numeric(a, pd) != _numeric(b, pd):
+            return False  # dtypes are not compared, but numbers against other things (dtype objects) are wrong
         try:
             if isinstance(a, pd.DataFrame):
                 pd.testing.assert_frame_equal(a, b, check_dtype=False, check_names=False, rtol=tol)

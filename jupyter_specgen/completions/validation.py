@@ -49,7 +49,7 @@ class Entry:
     logprob: float
     adapter: str
     runs: list[str] = dataclasses.field(default_factory=list)  # texts sent to the kernel: the whole, then rungs
-    known: str = ""  # why the whole candidate is not run: the error Python gives it without a fork
+    known: str = ""  # why the whole candidate is not run: the SyntaxError Python gives it without a fork
     verdict: Optional[Verdict] = None  # None until known (or never run)
     reason: str = ""  # not shown: why ("raised NameError: ..."); shown: ""
     shown: bool = False
@@ -144,9 +144,9 @@ class Validation:
         entry.runs = [entry.text]
         steps = ladder(self._prefix, entry.text, self._suffix)
         if steps.whole_error:
-            entry.known = f"raised SyntaxError: {steps.whole_error}"
+            entry.known = steps.whole_error
         elif steps.rungs and opened_and_left_open(self._prefix, entry.text):
-            entry.known = "raised SyntaxError: a bracket it opens is never closed"
+            entry.known = "a bracket it opens is never closed"
         elif candidate.finish_reason == "stop":
             steps = None  # the model wrote a whole statement it meant: it runs or fails as written
         if steps is not None:
@@ -216,16 +216,16 @@ class Validation:
             duplicate = self._shown_texts.get(normalise(text))
             if duplicate is not None and duplicate is not entry:  # two candidates cut back to one text
                 duplicate.indices += entry.indices
-                del self.entries[next(k for k, e in self.entries.items() if e is entry)]
-                self._done += 1
+                del self.entries[next(k for k, e in self.entries.items() if e is entry)]  # one fewer to wait for
                 self._progress()
                 return
             entry.text = text
         elif entry.known:
-            verdict = Verdict(index=entry.indices[0], status="raised", error_type="SyntaxError",
-                              message=entry.known.split(": ", 1)[1])
-        else:
+            verdict = Verdict(index=entry.indices[0], status="raised", error_type="SyntaxError", message=entry.known)
+        elif verdicts:
             verdict = verdicts[0]
+        else:  # the kernel answered fewer verdicts than it was sent texts
+            verdict = Verdict(index=entry.indices[0], status="not_validated", message="not validated: no verdict came")
         self._settle(entry, verdict)
 
     def _settle(self, entry: Entry, verdict: Verdict) -> None:

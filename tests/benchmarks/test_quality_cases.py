@@ -95,3 +95,15 @@ def test_summary_shares_are_over_the_right_cases():
     assert (s["shown"], s["exec_of_shown"], s["check_of_shown"]) == (0.5, 0.5, 0.5)
     assert (s["check"], s["check_live"], s["exact"]) == (0.25, 0.5, 0.0)
     assert (s["cold_p50"], s["cold_p95"], s["warm_p50"], s["cold_n"]) == (100.0, 300.0, None, 2)
+
+
+def test_same_does_not_take_dtype_objects_for_numbers():
+    """`units_per_region = shop.groupby('region')['units'].dtype` is not the sum (it once passed the check)."""
+    import pandas as pd
+
+    from quality_cases.harness import same
+
+    frame = pd.DataFrame({"k": ["a", "b", "a"], "v": [1, 2, 3]})
+    sums = frame.groupby("k")["v"].sum()
+    assert not same(frame.groupby("k")["v"].dtype, sums)
+    assert same(sums, sums.astype(float)) and not same(sums, sums + 1)
