@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from specgen_backend.protocol import Candidate
 
-from ..kernel.messages import Verdict
+from ..kernel.messages import MAX_VALIDATE_CANDIDATES, Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import SHOWN, judge, meaningful, normalise
 from .ladder import ladder
@@ -181,7 +181,15 @@ class Validation:
             return
         batch, self._queue = self._queue, []
         self._progress()
-        self._tasks.append(asyncio.ensure_future(self._validate(batch)))
+        # A request forks at most MAX_VALIDATE_CANDIDATES children and leaves the rest unrun
+        # ("not_validated", which would be shown): a big batch goes as several requests.
+        chunk: list[Entry] = []
+        for entry in batch:
+            if chunk and sum(len(e.runs) for e in chunk) + len(entry.runs) > MAX_VALIDATE_CANDIDATES:
+                self._tasks.append(asyncio.ensure_future(self._validate(chunk)))
+                chunk = []
+            chunk.append(entry)
+        self._tasks.append(asyncio.ensure_future(self._validate(chunk)))
 
     async def _validate(self, batch: list[Entry]) -> None:
         texts = [text for entry in batch for text in entry.runs]

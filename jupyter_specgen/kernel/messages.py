@@ -43,6 +43,7 @@ __all__ = [
     "Verdict",
     "LogEntry",
     "SpecsRequest",
+    "MAX_VALIDATE_CANDIDATES",
     "ValidateRequest",
     "LogRequest",
     "CursorKind",
@@ -174,12 +175,16 @@ class SpecsRequest:
     version: int = PROTOCOL_VERSION
 
 
+# Children one ``validate`` forks at once; the server sends no more than this in one request.
+MAX_VALIDATE_CANDIDATES = 16
+
+
 @dataclass(frozen=True)
 class ValidateRequest:
     """Run ``prefix + candidate + suffix`` for each candidate in a fork of the kernel.
 
-    All candidates are forked at once from the same snapshot and run in parallel (at most 16;
-    the rest are answered "not_validated").
+    All candidates are forked at once from the same snapshot and run in parallel (at most
+    ``MAX_VALIDATE_CANDIDATES``; the rest are answered "not_validated").
     """
 
     type: ClassVar[str] = "validate"

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from specgen_backend.protocol import ProtocolError, build
 
 from . import exercise, forking
-from .messages import Verdict
+from .messages import MAX_VALIDATE_CANDIDATES, Verdict
 from .names import assigned_names
 from .specs import Budget, Limits, describe
 
@@ -45,7 +45,7 @@ class ValidateOptions:
     timeout_s: float = 2.0  # wall clock per child, from fork to report
     memory_mb: int = 1024  # address space a child may add to what it inherits
     output_chars: int = 2000  # stdout and stderr kept, each
-    max_candidates: int = 16  # children alive at once; later candidates are not validated
+    max_candidates: int = MAX_VALIDATE_CANDIDATES  # children alive at once; later candidates are not validated
     spec_budget_ms: float = 30.0  # to describe the value and the assigned names
     limits: Limits = Limits()
     # Where the cursor is in the cell (the length of the prefix; -1: unknown) and the notebook's
