@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import tokenize
 
-__all__ = ["close_brackets", "opened_and_left_open"]
+__all__ = ["close_brackets", "opened_and_left_open", "trim_tail"]
 
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = set(_PAIRS.values())
@@ -55,6 +55,20 @@ def close_brackets(prefix: str, candidate: str, suffix: str, *, ended_by_model: 
     if comment.strip(" \t#"):
         return code.rstrip(" \t") + closers + "  " + comment.lstrip(" \t")
     return code.rstrip(" \t") + closers
+
+
+def trim_tail(candidate: str, suffix: str) -> str:
+    """``candidate`` without the blank and comment-only lines it ends in (and a comment its last
+    line ends in) when text follows the cursor on its line: that text would land after them,
+    commented out or on a line of its own (``'apr'\n    #`` before the ``]`` of ``loc['shop', ``)."""
+    if not suffix.split("\n", 1)[0].strip():
+        return candidate
+    lines = candidate.split("\n")
+    while len(lines) > 1 and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+        lines.pop()
+    text = "\n".join(lines)
+    code, comment = _split_trailing_comment("", text)
+    return (code if comment else text).rstrip(" \t")
 
 
 def opened_and_left_open(prefix: str, candidate: str) -> bool:

@@ -1,7 +1,8 @@
 """Validate candidates as they finish, and show each one that holds up as soon as it does.
 
 The backend says when each candidate is complete (``on_candidate``); ``Validation.submit`` takes
-it then, closes the brackets it leaves open at the end of the line (``repair.py``), drops what
+it then, drops the comment lines it ends in when text follows the cursor on its line and
+closes the brackets it leaves open at the end of the line (``repair.py``), drops what
 adds no code (empty, only a comment), merges duplicates (equal after normalising whitespace) and
 sends it to the kernel to run in a fork. A candidate that went wrong in its syntax (it does not
 parse, leaves a bracket of its own open, or was cut by the token limit) goes with its *rungs*
@@ -33,7 +34,7 @@ from ..kernel.messages import MAX_VALIDATE_CANDIDATES, Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import SHOWN, judge, meaningful, normalise
 from .ladder import ladder
-from .repair import close_brackets, opened_and_left_open
+from .repair import close_brackets, opened_and_left_open, trim_tail
 
 __all__ = ["Validation", "Entry", "adds_code"]
 
@@ -121,7 +122,7 @@ class Validation:
         if index in self._seen:
             return
         self._seen.add(index)
-        text = close_brackets(self._prefix, candidate.text, self._suffix,
+        text = close_brackets(self._prefix, trim_tail(candidate.text, self._suffix), self._suffix,
                               ended_by_model=candidate.finish_reason == "stop")
         if text != candidate.text:
             candidate = dataclasses.replace(candidate, text=text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_specgen.completions.repair import close_brackets, opened_and_left_open
+from jupyter_specgen.completions.repair import close_brackets, opened_and_left_open, trim_tail
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,13 @@ def test_a_candidate_cut_by_the_token_limit_is_not_repaired():
 def test_opened_and_left_open_tells_the_candidates_bracket_from_the_users(prefix, candidate, expected):
     """An unfinished cell counts against the candidate only when it opened what is left open."""
     assert opened_and_left_open(prefix, candidate) is expected
+
+
+def test_a_tail_of_comments_is_trimmed_only_when_text_follows_the_cursor():
+    """Before the `]` of `loc['shop', ` a trailing `\n    #` would comment the closer out; at the end of
+    a line the candidate is left as the model wrote it."""
+    assert trim_tail("'apr'\n    #", "]") == "'apr'"
+    assert trim_tail("'apr'  # april\n", "]") == "'apr'"
+    assert trim_tail("'a#b'", "]") == "'a#b'"  # a hash inside a string is no comment
+    assert trim_tail("x,\n    y", ")") == "x,\n    y"
+    assert trim_tail("'apr'\n    #", "") == "'apr'\n    #"
