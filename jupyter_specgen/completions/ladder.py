@@ -28,14 +28,16 @@ import io
 import tokenize
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 from ..kernel.exercise import unfinished
+from .repair import PAIRS, scan_brackets
 
 __all__ = ["MAX_RUNGS", "Rung", "Ladder", "ladder", "parse_error"]
 
 MAX_RUNGS = 3  # cut versions validated per candidate, besides the whole one
 
-_PAIRS = {"(": ")", "[": "]", "{": "}"}
+_PAIRS = PAIRS
 _CLOSERS = frozenset(_PAIRS.values())
 _OPERANDS = (tokenize.NAME, tokenize.NUMBER, tokenize.STRING)
 _WANTS_OPERAND = frozenset({"and", "or", "not", "in", "is", "if", "else", "for", "lambda", "await",
@@ -216,22 +218,7 @@ def _end(tok: tokenize.TokenInfo, starts: list[int]) -> int:
     return starts[min(tok.end[0] - 1, len(starts) - 1)] + tok.end[1]
 
 
-def _open(source: str):
-    """The brackets open at the end of ``source``, or None when it cannot be read (an
-    unterminated string, a closer that matches nothing)."""
-    stack: list[str] = []
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.OP and tok.string in _PAIRS:
-                stack.append(tok.string)
-            elif tok.type == tokenize.OP and tok.string in _CLOSERS:
-                if not stack or _PAIRS[stack.pop()] != tok.string:
-                    return None
-            elif tok.type == tokenize.ERRORTOKEN and tok.string.strip() in ("'", '"'):
-                return None
-    except tokenize.TokenError as exc:
-        if "string" in str(exc).lower():
-            return None
-    except (SyntaxError, IndentationError):
-        return None
-    return stack
+def _open(source: str) -> Optional[list[str]]:
+    """The brackets open at the end of ``source``, or None when it cannot be read."""
+    scanned = scan_brackets(source)
+    return scanned[0] if scanned is not None else None

@@ -24,9 +24,10 @@ from __future__ import annotations
 import io
 import tokenize
 
-__all__ = ["close_brackets", "opened_and_left_open", "trim_tail"]
+__all__ = ["PAIRS", "close_brackets", "opened_and_left_open", "trim_tail", "scan_brackets"]
 
-_PAIRS = {"(": ")", "[": "]", "{": "}"}
+PAIRS = {"(": ")", "[": "]", "{": "}"}
+_PAIRS = PAIRS
 _CLOSERS = set(_PAIRS.values())
 _OPERAND_TYPES = (tokenize.NAME, tokenize.NUMBER, tokenize.STRING)
 
@@ -134,6 +135,13 @@ def _split_trailing_comment(prefix: str, candidate: str) -> tuple[str, str]:
 def _open_brackets(source: str) -> tuple[list[str], "tokenize.TokenInfo | None"]:
     """(brackets open at the end of ``source``, its last significant token); ([], None) when the
     source cannot be read (an unterminated string, a closer that matches nothing)."""
+    scanned = scan_brackets(source)
+    return scanned if scanned is not None else ([], None)
+
+
+def scan_brackets(source: str) -> "tuple[list[str], tokenize.TokenInfo | None] | None":
+    """(brackets open at the end of ``source``, its last significant token); None when the
+    source cannot be read (an unterminated string, a closer that matches nothing)."""
     stack: list[str] = []
     last = None
     try:
@@ -142,16 +150,16 @@ def _open_brackets(source: str) -> tuple[list[str], "tokenize.TokenInfo | None"]
                 stack.append(tok.string)
             elif tok.type == tokenize.OP and tok.string in _CLOSERS:
                 if not stack or _PAIRS[stack.pop()] != tok.string:
-                    return [], None
+                    return None
             if tok.type == tokenize.ERRORTOKEN and tok.string.strip() in ("'", '"'):
-                return [], None  # an unterminated single-line string
+                return None  # an unterminated single-line string
             if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT,
                                 tokenize.DEDENT, tokenize.ENDMARKER) and tok.string.strip():
                 last = tok
     except tokenize.TokenError as exc:
         if "string" in str(exc).lower():  # EOF in a multi-line string
-            return [], None
+            return None
         # "EOF in multi-line statement": the brackets read so far are the open ones
     except (SyntaxError, IndentationError):
-        return [], None
+        return None
     return stack, last
