@@ -22,6 +22,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from specgen_backend.prompt import mid_line
+from specgen_backend.protocol import CompletionContext
+
 from ..backend_client import BackendClient
 from ..kernel_client import KernelLinks
 from ..protocol import Chunk, Complete, Done, Item, Progress
@@ -114,10 +117,11 @@ async def complete(
 
 
 def _max_tokens(request: Complete, settings: CompletionSettings) -> int:
-    """Mid-line (text before or after the cursor on its line, as the backend's ``mid_line``
-    reads it), the rest of a statement; else room for a few lines."""
-    mid_line = request.prefix.rsplit("\n", 1)[-1].strip() or request.suffix.split("\n", 1)[0].strip()
-    return min(settings.max_tokens, settings.max_tokens_mid_line) if mid_line else settings.max_tokens
+    """Mid-line (as the backend reads it: it stops such a completion at the end of its
+    statement), the rest of a statement; else room for a few lines."""
+    if mid_line(CompletionContext(prefix=request.prefix, suffix=request.suffix)):
+        return min(settings.max_tokens, settings.max_tokens_mid_line)
+    return settings.max_tokens
 
 
 def _markdown_above(request: Complete) -> str:
