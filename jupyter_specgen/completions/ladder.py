@@ -33,7 +33,7 @@ from typing import Optional
 from ..kernel.exercise import unfinished
 from .repair import PAIRS, scan_brackets
 
-__all__ = ["MAX_RUNGS", "Rung", "Ladder", "ladder", "parse_error"]
+__all__ = ["MAX_RUNGS", "Rung", "Ladder", "ladder", "parses_in_cell", "parse_error"]
 
 MAX_RUNGS = 3  # cut versions validated per candidate, besides the whole one
 
@@ -85,6 +85,14 @@ def ladder(prefix: str, candidate: str, suffix: str = "") -> Ladder:
     # With rungs the cell reads here (IPython syntax would stop every rung), so the whole
     # candidate's error is Python's own and need not cost a fork to learn.
     return Ladder(rungs=rungs, whole_error=parse_error(prefix + candidate + suffix) if rungs else "")
+
+
+def parses_in_cell(prefix: str, candidate: str, suffix: str = "") -> bool:
+    """Whether ``prefix + candidate + suffix`` parses or is unfinished (read from the statement
+    at the cursor, as ``ladder`` reads it): one parse, to spare a candidate that needs no rungs
+    the parse of every cut."""
+    prefix, suffix = _window(prefix, suffix)
+    return not parse_error(prefix + candidate + suffix)
 
 
 def _rungs(prefix: str, candidate: str, suffix: str, user_open: list[str]) -> list[Rung]:

@@ -9,7 +9,8 @@ parse, leaves a bracket of its own open, or was cut by the token limit) goes wit
 (``ladder.py``: it cut back to where it still parses; a whole candidate Python cannot parse is
 not run at all), and the longest of them that holds up is the one shown: a weak model's right
 start (``'temp_c'`` before the junk it wrote after) is kept, and nothing unproven is. A candidate
-that parses is run as written: its runtime error is the model's real mistake. Candidates submitted in the
+the model ended itself that parses is run as written: its runtime error is the model's real
+mistake. Candidates submitted in the
 same turn of the event loop go in one ``validate`` request (the kernel forks them from one
 snapshot); later ones get a request of their own, so the first one to finish is not held up by
 the slowest. Each verdict that holds up is sent to the browser at once as ``shown``, with a
@@ -33,7 +34,7 @@ from specgen_backend.protocol import Candidate
 from ..kernel.messages import MAX_VALIDATE_CANDIDATES, Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import SHOWN, judge, meaningful, normalise
-from .ladder import ladder
+from .ladder import ladder, parses_in_cell
 from .repair import close_brackets, opened_and_left_open, trim_tail
 
 __all__ = ["Validation", "Entry", "adds_code"]
@@ -143,14 +144,15 @@ class Validation:
             self._settle(entry, Verdict(index=index, status="not_validated", message=self._why_not))
             return
         entry.runs = [entry.text]
-        steps = ladder(self._prefix, entry.text, self._suffix)
-        if steps.whole_error:
-            entry.known = steps.whole_error
-        elif steps.rungs and opened_and_left_open(self._prefix, entry.text):
-            entry.known = "a bracket it opens is never closed"
-        elif candidate.finish_reason == "stop":
-            steps = None  # the model wrote a whole statement it meant: it runs or fails as written
-        if steps is not None:
+        left_open = opened_and_left_open(self._prefix, entry.text)
+        if candidate.finish_reason == "stop" and not left_open and parses_in_cell(self._prefix, entry.text, self._suffix):
+            pass  # the model ended a statement that parses: it runs or fails as written
+        else:
+            steps = ladder(self._prefix, entry.text, self._suffix)
+            if steps.whole_error:
+                entry.known = steps.whole_error
+            elif steps.rungs and left_open:
+                entry.known = "a bracket it opens is never closed"
             entry.runs = ([] if entry.known else [entry.text]) + [r.text for r in reversed(steps.rungs)]
         if not self._queue:
             asyncio.get_running_loop().call_soon(self._flush)
