@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 from specgen_backend.protocol import Cell, CompletionContext, Constraint
 
-from ..kernel.messages import CursorReply
+from ..kernel.messages import CursorReply, Spec
 from ..kernel_client import KernelLinks
 from ..prompt_specs import schema_after_cells, spec_block
 from ..protocol import Complete
 
-__all__ = ["Grounding", "ground", "constraint_from_cursor"]
+__all__ = ["Grounding", "ground", "grounded_context", "constraint_from_cursor"]
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,22 @@ async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: O
     constraint = constraint_from_cursor(at_cursor) if at_cursor is not None else None
     if reply is None or not reply.specs:
         return Grounding(context=plain, constraint=constraint, cursor=at_cursor)
-    schemas = schema_after_cells([c.source for c in cells], reply.specs, active=request.active)
+    context = grounded_context(plain, reply.specs)
+    return Grounding(context=context, constraint=constraint, specs=len(reply.specs), cursor=at_cursor)
+
+
+def grounded_context(context: CompletionContext, specs: Sequence[Spec]) -> CompletionContext:
+    """``context`` with ``specs`` rendered in: each dataframe's schema after its defining cell,
+    the spec block above the cursor. The one rendering of specs into a prompt: the embedded
+    model's training data (``tools/executed_corpus.py``) is rendered by this function too."""
+    cells = list(context.cells)
+    schemas = schema_after_cells([c.source for c in cells], specs, active=context.active)
     grounded = [
         Cell(cell_type=c.cell_type, source=c.source.rstrip("\n") + "\n" + schemas[i]) if i in schemas else c
         for i, c in enumerate(cells)
     ]
-    context = CompletionContext(prefix=request.prefix, suffix=request.suffix, cells=grounded, active=request.active,
-                                preamble=spec_block(reply.specs))
-    return Grounding(context=context, constraint=constraint, specs=len(reply.specs), cursor=at_cursor)
+    return CompletionContext(prefix=context.prefix, suffix=context.suffix, cells=grounded, active=context.active,
+                             preamble=spec_block(specs))
 
 
 def constraint_from_cursor(reply: Optional[CursorReply]) -> Optional[Constraint]:
