@@ -26,6 +26,9 @@ class EngineConfig:
     max_prompt_tokens: int = 1536  # notebook context kept around the cursor
     max_new_tokens: int = 128  # hard ceiling on what a request may ask for
     max_candidates: int = 8  # hard ceiling on n
+    # Give the model the text after the cursor (fill-in-the-middle) when its tokenizer has a FIM
+    # format; off, every prompt is the text before the cursor (for models whose FIM is weak).
+    fim: bool = True
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Engine:
         self.loaded = loaded
         self.config = config
         tokenizer = loaded.tokenizer
-        self.fim = detect_fim(tokenizer.get_vocab())
+        self.fim = detect_fim(tokenizer.get_vocab()) if config.fim else None
         self.eos_ids = _end_token_ids(loaded)
         self._tables: dict = {}  # logits width -> constraint.TokenTable (built once per model)
         self._tables_lock = threading.Lock()

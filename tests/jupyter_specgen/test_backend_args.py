@@ -37,3 +37,18 @@ def test_an_unknown_engine_is_refused_by_the_setting():
 
     with pytest.raises(TraitError):
         SpecgenExtension(serving_engine="tgi")
+
+
+def test_fim_off_reaches_the_backend_and_its_engine_prompts_hold_no_suffix(tmp_path, tiny_model):
+    from specgen_backend.engine import Engine, EngineConfig
+    from specgen_backend.loading import load_model
+    from specgen_backend.protocol import CompletionContext, Generate
+
+    assert _serve_args(SpecgenExtension(adapter_root=str(tmp_path))).no_fim is False
+    assert _serve_args(SpecgenExtension(adapter_root=str(tmp_path), fim=False)).no_fim is True
+    loaded = load_model(str(tiny_model), device="cpu")
+    request = Generate(id="r", user="u", context=CompletionContext(prefix="x = len(", suffix=")\nprint(x)\n"))
+    fim = Engine(loaded).prompt_for(request)
+    causal = Engine(loaded, EngineConfig(fim=False)).prompt_for(request)
+    assert fim.fim and "<|fim_suffix|>" in fim.text and "print(x)" in fim.text  # the tiny tokenizer has Qwen's FIM
+    assert not causal.fim and causal.text.endswith("x = len(") and "print(x)" not in causal.text
