@@ -25,12 +25,14 @@ Printed per configuration (one row each, then the same as a markdown table):
 - n: cases, shown, live-state cases, latencies measured (cold, warm), requests that failed.
 
     python benchmarks/bench_quality.py [--cases N] [--configs default,validation-off,...]
-        [--minutes M] [--out results.json] [--quick] [--decontaminate]
+        [--minutes M] [--out results.json] [--quick] [--decontaminate] [--model NAME=FOLDER ...]
 
 ``--cases N`` takes N cases spread over the notebooks (round robin); ``--quick`` is 20 of them
 (one per notebook); ``--minutes M`` starts no case that would, at the average pace so far, end
 after M minutes from the start (all configurations then still ran the same cases). ``--decontaminate`` checks the case set against the default model's
-training corpus instead (``quality_cases/decontaminate.py``). A case costs each configuration
+training corpus instead (``quality_cases/decontaminate.py``). ``--model NAME=FOLDER`` (repeatable) runs each
+configuration once per model folder, side by side on the same cases (rows ``config@NAME``); the
+``fim-off`` configuration (not in the default set) prompts without the text after the cursor. A case costs each configuration
 two requests and a check: ~5 s on 2 idle cores, a minute or more when 8 people share them.
 """
 
@@ -78,7 +80,10 @@ CONFIGS: dict[str, list[str]] = {
     "validation-off": ["--SpecgenExtension.validate=False"],
     "specs-off": ["--SpecgenExtension.kernel_specs=False"],
     "constraint-off": ["--SpecgenExtension.constrain=False"],
+    # Not in the default run: for comparing models, whose FIM may help or hurt (--configs default,fim-off).
+    "fim-off": ["--SpecgenExtension.fim=False"],
 }
+DEFAULT_CONFIGS = ("default", "validation-off", "specs-off", "constraint-off")
 REQUEST_TIMEOUT_S = 120.0  # one complete, generous: the machine is shared
 CHECK_TIMEOUT_S = 10.0
 
@@ -409,9 +414,10 @@ class Session:
             await self.server.stop()
 
 
-async def run_configs(configs: list[str], cases: list[Case], *, deadline: Optional[float] = None,
+async def run_configs(configs: dict[str, list[str]], cases: list[Case], *, deadline: Optional[float] = None,
                       out: Optional[Path] = None) -> list[dict]:
-    """Run ``cases`` on one fresh server per configuration; per configuration, the records.
+    """Run ``cases`` on one fresh server per configuration (label: server arguments); per
+    configuration, the records.
 
     The servers start together (their start-up is most of the waiting on a busy machine), then
     each case runs on every configuration in turn, one request at a time, so no two
@@ -420,7 +426,7 @@ async def run_configs(configs: list[str], cases: list[Case], *, deadline: Option
     configurations on the same cases.
     """
     with tempfile.TemporaryDirectory(prefix="specgen-quality-") as tmp:
-        sessions = [Session(name, CONFIGS[name], Path(tmp) / name) for name in configs]
+        sessions = [Session(name, args, Path(tmp) / name.replace("@", "-")) for name, args in configs.items()]
         started = time.perf_counter()
         load = [os.getloadavg()[0]]
         try:
@@ -547,7 +553,11 @@ async def _main(args) -> None:
         missing = _missing_settings(CONFIGS[name])
         if missing:
             skipped.append([name, *["n/a"] * (len(_COLUMNS) - 2), f"setting {', '.join(missing)} not in this tree"])
-    runnable = [n for n in configs if not _missing_settings(CONFIGS[n])]
+    runnable = {n: CONFIGS[n] for n in configs if not _missing_settings(CONFIGS[n])}
+    if args.model:  # each configuration once per model, side by side on the same cases
+        models = dict(_named_model(m) for m in args.model)
+        runnable = {f"{n}@{label}": [*a, f"--SpecgenExtension.model={path}"]
+                    for n, a in runnable.items() for label, path in models.items()}
     deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
     results = await run_configs(runnable, cases, deadline=deadline, out=Path(args.out) if args.out else None)
     rows = []
@@ -569,10 +579,23 @@ async def _main(args) -> None:
         print(f"\nper-case records: {args.out}")
 
 
+def _named_model(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` (or a bare path, named by its folder) of ``--model``."""
+    label, sep, path = text.partition("=")
+    if not sep:
+        label, path = Path(text).name, text
+    if not label or "," in label or not Path(path).expanduser().is_dir():
+        raise SystemExit(f"--model {text!r}: expected NAME=FOLDER with a model folder")
+    return label, str(Path(path).expanduser().resolve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, help="run N cases, spread over the notebooks (default: all)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {','.join(CONFIGS)}")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"comma-separated, from {','.join(CONFIGS)}")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                        help="run every configuration with this model (SpecgenExtension.model) instead of the server's "
+                             "default; repeat to compare models side by side (rows 'config@NAME')")
     parser.add_argument("--out", help="write every case's record and the summaries to this JSON file")
     parser.add_argument("--quick", action="store_true", help="20 cases, one per notebook")
     parser.add_argument("--minutes", type=float, help="time budget of the whole run: no case starts that would end "
