@@ -19,6 +19,12 @@ The parse test, precisely:
 Run on its own::
 
     python tools/evaluate_default_model.py [--model PATH] [--samples 150]
+
+or to compare builds side by side on the same held-out texts and the same cut lines (a
+before/after table: held-out loss on source files and on executed notebooks, in nats per token
+and bits per character, and parse and exact-match rates with plain and FIM prompts)::
+
+    python tools/evaluate_default_model.py --compare v1=PATH v2=PATH [--executed tools/runs/executed.jsonl]
 """
 
 from __future__ import annotations
@@ -217,6 +223,75 @@ def random_twin(model):
     return twin.to(torch.float32).eval()
 
 
+@torch.no_grad()
+def bits_per_char(model, tokenizer, windows: torch.Tensor, batch_size: int = 4) -> float:
+    """Held-out cross-entropy in bits per character of text: comparable across tokenizers."""
+    import math
+
+    nats = heldout_loss(model, windows, batch_size) * (windows.numel() - len(windows))
+    chars = sum(len(tokenizer.decode(w[1:].tolist())) for w in windows)
+    return nats / math.log(2) / max(chars, 1)
+
+
+def compare(models: dict[str, Path], *, samples: int, context: int, executed: Path | None, seed: int = 0) -> dict:
+    """Each model's metrics on the same held-out texts and cut lines: {name: {metric: value}}."""
+    from corpus import collect_corpus
+    from train_default_model import TrainConfig, heldout_windows
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpus = collect_corpus()
+    sources = [d.text for d in corpus.heldout]
+    notebooks: list[str] = []
+    if executed is not None:
+        from executed_corpus import load
+
+        notebooks = [d.text for d in load(executed) if d.heldout and d.form == "causal"]
+    cut_lines = parse_samples([d.text for d in corpus.heldout if d.kind == "module"], samples, seed=seed)
+    cfg = TrainConfig(seed=seed)
+    report = {}
+    for name, path in models.items():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        row: dict = {}
+        windows = heldout_windows(tokenizer, sources, cfg)
+        row["heldout_loss"] = round(heldout_loss(model, windows), 4)
+        row["heldout_bpc"] = round(bits_per_char(model, tokenizer, windows), 4)
+        if notebooks:
+            nb_windows = heldout_windows(tokenizer, notebooks, cfg)
+            row["notebook_loss"] = round(heldout_loss(model, nb_windows), 4)
+            row["notebook_bpc"] = round(bits_per_char(model, tokenizer, nb_windows), 4)
+        for fim in (False, True):
+            r = parse_rate(model, tokenizer, cut_lines, fim=fim, context=context, progress=True)
+            row[f"parse_{'fim' if fim else 'causal'}"] = r.parse_rate
+            row[f"exact_{'fim' if fim else 'causal'}"] = r.exact_rate
+        row["parse_samples"] = len(cut_lines)
+        log.info("%s: %s", name, row)
+        report[name] = row
+    return report
+
+
+def compare_table(report: dict) -> str:
+    """The comparison as a markdown table, one column per model."""
+    names = list(report)
+    labels = {
+        "heldout_loss": "held-out loss, source files (nats/token)",
+        "heldout_bpc": "held-out, source files (bits/char)",
+        "notebook_loss": "held-out loss, executed notebooks (nats/token)",
+        "notebook_bpc": "held-out, executed notebooks (bits/char)",
+        "parse_causal": "one-line completions that parse, plain prompt",
+        "parse_fim": "one-line completions that parse, FIM prompt",
+        "exact_causal": "exact match, plain prompt",
+        "exact_fim": "exact match, FIM prompt",
+    }
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key, label in labels.items():
+        if not all(key in report[n] for n in names):
+            continue
+        cells = [f"{report[n][key]:.1%}" if key.startswith(("parse", "exact")) else f"{report[n][key]:.3f}" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from corpus import CorpusConfig, collect_corpus
@@ -231,9 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write-manifest", action="store_true",
                         help="store the parse rates in the model's MANIFEST.json (evaluation.parse_rate)")
+    parser.add_argument("--compare", nargs="+", metavar="NAME=FOLDER",
+                        help="compare these model folders on the same held-out texts and cut lines")
+    parser.add_argument("--executed", type=Path, help="with --compare: executed notebooks (JSON lines) for a "
+                        "second held-out set")
+    parser.add_argument("--json", type=Path, help="with --compare: write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.compare:
+        models = {}
+        for item in args.compare:
+            name, _, folder = item.partition("=")
+            models[name] = Path(folder)
+        report = compare(models, samples=args.samples, context=args.context, executed=args.executed, seed=args.seed)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(compare_table(report))
+        return 0
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()

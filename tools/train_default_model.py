@@ -71,6 +71,7 @@ class TrainConfig:
     eval_every_s: float = 240.0
     eval_windows: int = 48  # held-out windows of seq_len for the final held-out loss
     parse_samples: int = 150
+    exec_share: float = 0.4  # share of training windows drawn from the executed notebooks (when given)
     threads: int = 1
     device: str = "cpu"  # "cuda" works the same way (not exercised on the shipped CPU build)
     seed: int = 0
@@ -202,8 +203,22 @@ def make_model(shape: ModelShape, tokenizer):
     return LlamaForCausalLM(config)
 
 
-def train(model, stream: np.ndarray, heldout: torch.Tensor, cfg: TrainConfig, run_dir: Path) -> dict:
-    """The optimisation loop; returns a summary. Logs every step to ``run_dir/loss.csv``."""
+def _windows(streams: list[tuple[np.ndarray, float]], rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
+    """A batch of ``seq_len`` windows, each from a stream picked with that stream's weight."""
+    weights = np.array([w for _, w in streams], dtype=np.float64)
+    picks = rng.choice(len(streams), size=cfg.batch_size, p=weights / weights.sum())
+    rows = []
+    for k in picks:
+        stream = streams[k][0]
+        o = int(rng.integers(0, len(stream) - cfg.seq_len - 1))
+        rows.append(stream[o : o + cfg.seq_len].astype(np.int64))
+    return torch.from_numpy(np.stack(rows))  # (B, T)
+
+
+def train(model, streams: list[tuple[np.ndarray, float]], heldout: torch.Tensor, cfg: TrainConfig,
+          run_dir: Path) -> dict:
+    """The optimisation loop over ``streams`` (token stream, sampling weight); returns a summary.
+    Logs every step to ``run_dir/loss.csv``."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(cfg.seed)
@@ -226,9 +241,7 @@ def train(model, stream: np.ndarray, heldout: torch.Tensor, cfg: TrainConfig, ru
     try:
         while (elapsed := time.time() - start) < budget:
             model.train()
-            offsets = rng.integers(0, len(stream) - cfg.seq_len - 1, size=cfg.batch_size)
-            x = torch.from_numpy(np.stack([stream[o : o + cfg.seq_len].astype(np.int64) for o in offsets]))  # (B, T)
-            x = x.to(cfg.device)
+            x = _windows(streams, rng, cfg).to(cfg.device)
             lr = lr_at(step, elapsed / budget, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -257,26 +270,34 @@ def train(model, stream: np.ndarray, heldout: torch.Tensor, cfg: TrainConfig, ru
     return {"steps": step, "tokens_seen": tokens, "train_seconds": round(time.time() - start, 1), "evals": evals}
 
 
-def plot_loss(run_dir: Path, evals: list[dict], random_loss: float, path: Path) -> None:
+def plot_loss(run_dir: Path, evals: list[dict], random_loss: float, path: Path, before: dict | None = None) -> None:
+    """The run's training and held-out loss over tokens seen; ``before``, the manifest of the
+    build this run continued from, puts that build's held-out curve first and this run after it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = list(csv.DictReader(open(run_dir / "loss.csv")))
-    tokens = np.array([int(r["tokens"]) for r in rows]) / 1e6
+    offset = (before or {}).get("training", {}).get("tokens_seen", 0)
+    tokens = (offset + np.array([int(r["tokens"]) for r in rows])) / 1e6
     loss = np.array([float(r["train_loss"]) for r in rows])
     k = max(1, len(loss) // 100)
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tokens, loss, color="tab:blue", alpha=0.25, lw=0.8, label="train (per step)")
     ax.plot(tokens[k - 1 :], smooth, color="tab:blue", label=f"train ({k}-step mean)")
-    ax.plot([e["tokens"] / 1e6 for e in evals], [e["heldout_loss"] for e in evals], "o-", color="tab:orange",
-            label="held-out")
+    if before:
+        earlier = before["training"]["evals"]
+        ax.plot([e["tokens"] / 1e6 for e in earlier], [e["heldout_loss"] for e in earlier], "o-", color="tab:gray",
+                label="held-out, first build (from random weights)")
+        ax.axvline(offset / 1e6, color="gray", ls=":", lw=1)
+    ax.plot([(offset + e["tokens"]) / 1e6 for e in evals], [e["heldout_loss"] for e in evals], "o-",
+            color="tab:orange", label="held-out" + (", this build (continued)" if before else ""))
     ax.axhline(random_loss, color="gray", ls="--", lw=1, label=f"random weights ({random_loss:.2f})")
     ax.set_xlabel("tokens seen (millions)")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("specgen-tiny-code: CPU training")
+    ax.set_title("specgen-tiny-code: CPU training" + (" (continued from the first build)" if before else ""))
     ax.set_ylim(0, max(10.0, random_loss + 0.5))
     ax.grid(alpha=0.3)
     ax.legend()
@@ -304,6 +325,28 @@ def save_model(model, tokenizer, out: Path) -> None:
     cfg_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def heldout_windows(tokenizer, texts: list[str], cfg: TrainConfig) -> torch.Tensor:
+    """Up to ``eval_windows`` windows (N, seq_len) of ``texts`` packed in their order (no FIM):
+    the same texts give the same windows for any model with this tokenizer."""
+    docs = [Document(t, "", "heldout") for t in texts]
+    held = token_stream(tokenizer, docs, fim_rate=0.0, max_tokens=cfg.eval_windows * cfg.seq_len, seed=cfg.seed)
+    return torch.from_numpy(held[: len(held) // cfg.seq_len * cfg.seq_len].astype(np.int64)).view(-1, cfg.seq_len)
+
+
+def load_executed(path: Path):
+    from executed_corpus import load
+
+    return load(path)
+
+
+def _previous_build(folder: Path) -> dict:
+    """What the model a run continues from was: its own training summary, for the manifest."""
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    training = manifest.get("training", {})
+    return {"tokens_seen": training.get("tokens_seen"), "train_seconds": training.get("train_seconds"),
+            "heldout_loss": manifest.get("evaluation", {}).get("heldout_loss"), "command": manifest.get("command")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=TrainConfig.minutes, help="training wall time")
@@ -315,9 +358,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parse-samples", type=int, default=TrainConfig.parse_samples)
     parser.add_argument("--small-data", action="store_true", help="a small corpus (for the dry run)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
+    parser.add_argument("--init-from", type=Path,
+                        help="continue training this model folder (its tokenizer and weights) instead of starting "
+                             "from random weights with a new tokenizer")
+    parser.add_argument("--executed", type=Path,
+                        help="execution-grounded notebooks (tools/executed_corpus.py's JSON lines) to train on "
+                             "besides the source corpus")
     args = parser.parse_args(argv)
 
-    cfg = TrainConfig(minutes=args.minutes, threads=args.threads, device=args.device, parse_samples=args.parse_samples, seed=args.seed)
+    cfg = TrainConfig(minutes=args.minutes, threads=args.threads, device=args.device, parse_samples=args.parse_samples,
+                      seed=args.seed, lr=args.lr)
     shape = ModelShape()
     if args.small_data:
         cfg = TrainConfig(**{**asdict(cfg), "max_stream_tokens": 300_000, "tokenizer_chars": 1_000_000,
@@ -338,27 +389,53 @@ def main(argv: list[str] | None = None) -> int:
     log.info("corpus: %d train docs (%d chars), %d held-out docs from %d sources",
              len(corpus.train), sum(len(d.text) for d in corpus.train), len(corpus.heldout), len(corpus.sources))
 
-    rng = random.Random(cfg.seed)
-    sample = rng.sample(corpus.train, len(corpus.train))
-    tok_texts, n = [], 0
-    for d in sample:
-        tok_texts.append(d.text)
-        n += len(d.text)
-        if n >= cfg.tokenizer_chars:
-            break
-    tokenizer = build_tokenizer(tok_texts, shape.vocab_size)
-    log.info("tokenizer: %d tokens (%.0fs)", len(tokenizer), time.time() - t0)
+    if args.init_from:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        n = json.loads((args.init_from / "MANIFEST.json").read_text())["tokenizer"]["trained_on_chars"]
+        log.info("continuing %s: its tokenizer (%d tokens) and weights", args.init_from, len(tokenizer))
+    else:
+        rng = random.Random(cfg.seed)
+        sample = rng.sample(corpus.train, len(corpus.train))
+        tok_texts, n = [], 0
+        for d in sample:
+            tok_texts.append(d.text)
+            n += len(d.text)
+            if n >= cfg.tokenizer_chars:
+                break
+        tokenizer = build_tokenizer(tok_texts, shape.vocab_size)
+        log.info("tokenizer: %d tokens (%.0fs)", len(tokenizer), time.time() - t0)
 
     stream = token_stream(tokenizer, corpus.train, fim_rate=cfg.fim_rate, max_tokens=cfg.max_stream_tokens, seed=cfg.seed)
-    held = token_stream(tokenizer, corpus.heldout, fim_rate=0.0, max_tokens=cfg.eval_windows * cfg.seq_len, seed=cfg.seed)
-    heldout = torch.from_numpy(held[: len(held) // cfg.seq_len * cfg.seq_len].astype(np.int64)).view(-1, cfg.seq_len)
+    heldout = heldout_windows(tokenizer, [d.text for d in corpus.heldout], cfg)
+    streams = [(stream, 1.0)]
+    executed_summary = None
+    notebook_heldout = None
+    if args.executed:
+        executed = load_executed(args.executed)
+        train_docs = [Document(d.text, d.origin, d.form) for d in executed if not d.heldout]
+        exec_stream = token_stream(tokenizer, train_docs, fim_rate=0.0, max_tokens=cfg.max_stream_tokens, seed=cfg.seed)
+        streams = [(stream, 1 - cfg.exec_share), (exec_stream, cfg.exec_share)]
+        # Held out: the causal form only (a FIM document's loss mixes in the suffix it was given).
+        notebook_heldout = heldout_windows(tokenizer, [d.text for d in executed if d.heldout and d.form == "causal"], cfg)
+        executed_summary = json.loads(args.executed.with_suffix(".summary.json").read_text()) | {
+            "train_documents": len(train_docs), "packed_tokens_prepared": int(len(exec_stream)),
+            "share_of_training_windows": cfg.exec_share}
+        log.info("executed notebooks: %d train documents, %d tokens; %d held-out windows", len(train_docs),
+                 len(exec_stream), len(notebook_heldout))
     train_chars = sum(len(d.text) for d in corpus.train)
     log.info("stream: %d train tokens, %d held-out windows (%.0fs)", len(stream), len(heldout), time.time() - t0)
 
-    model = make_model(shape, tokenizer).to(cfg.device)
+    if args.init_from:
+        model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32).to(cfg.device)
+    else:
+        model = make_model(shape, tokenizer).to(cfg.device)
+    shape = ModelShape(**{k: getattr(model.config, k) for k in asdict(shape) if k != "vocab_size"},
+                       vocab_size=len(tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters; training for %.1f min on %d thread(s)", n_params / 1e6, cfg.minutes, cfg.threads)
-    summary = train(model, stream, heldout, cfg, args.run_dir)
+    summary = train(model, streams, heldout, cfg, args.run_dir)
 
     log.info("evaluating")
     final_loss = heldout_loss(model, heldout)
@@ -372,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
             parse[f"{name}/{'fim' if fim else 'causal'}"] = r.as_dict()
             log.info("parse-rate %s %s: %s", name, "fim" if fim else "causal", r.as_dict())
     log.info("held-out loss: trained %.4f, random %.4f", final_loss, random_loss)
+    notebook_loss = heldout_loss(model, notebook_heldout) if notebook_heldout is not None and len(notebook_heldout) else None
 
     save_model(model, tokenizer, args.out)
-    plot_loss(args.run_dir, summary["evals"], random_loss, args.plot)
+    before = json.loads((args.init_from / "MANIFEST.json").read_text()) if args.init_from else None
+    plot_loss(args.run_dir, summary["evals"], random_loss, args.plot, before=before)
     import tokenizers
     import transformers
 
@@ -400,15 +479,18 @@ def main(argv: list[str] | None = None) -> int:
                               "as code cells, separated by '\\n\\n# In[ ]:\\n'",
             "fim_rate": cfg.fim_rate,
             "packed_tokens_prepared": int(len(stream)),
+            "executed_notebooks": executed_summary,
         },
         "training": {
-            "device": "cpu", "threads": cfg.threads, "config": asdict(cfg),
+            "device": cfg.device, "threads": cfg.threads, "config": asdict(cfg),
+            "initialised_from": None if args.init_from is None else _previous_build(args.init_from),
             "steps": summary["steps"], "tokens_seen": summary["tokens_seen"],
             "train_seconds": summary["train_seconds"], "evals": summary["evals"],
         },
         "evaluation": {
             "heldout_loss": round(final_loss, 4),
             "heldout_loss_random_weights": round(random_loss, 4),
+            "heldout_loss_executed_notebooks": None if notebook_loss is None else round(notebook_loss, 4),
             "heldout_tokens": int(heldout.numel()),
             "parse_rate": parse,
             "parse_rate_definition": "see tools/evaluate_default_model.py (one-line greedy completion of a "
