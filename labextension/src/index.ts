@@ -25,6 +25,7 @@ import {
 } from './completions/partial';
 import { SpecgenInlineProvider } from './completions/provider';
 import { SpecgenConnection } from './connection';
+import { ModelOffer } from './model';
 import { PersonalizePanel } from './personalize/panel';
 import { SpecgenStatus } from './status';
 
@@ -77,7 +78,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
 
-    addPersonalizeCommand(app, connection);
+    // The model in use and the better one offered: on the status bar and in the panel.
+    const offer = new ModelOffer(connection);
+    offer.setStatus(connection.status);
+    connection.statusChanged.connect((_, message) => offer.setStatus(message));
+
+    addPersonalizeCommand(app, connection, offer);
     palette?.addItem({ command: CommandIDs.personalize, category: 'Specgen' });
 
     if (!statusBar) {
@@ -88,7 +94,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       // Said once per tab; the status bar item keeps a marker after it.
       notify: message => Notification.warning(message, { autoClose: false }),
       // The status offers a better model while the embedded one serves; the click downloads it.
-      downloads: connection
+      offer
     });
     status.setStatus(connection.status);
     status.node.addEventListener('click', () => {
@@ -133,7 +139,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
 /** `specgen:personalize` opens the panel, or brings the open one to the front. */
 function addPersonalizeCommand(
   app: JupyterFrontEnd,
-  connection: SpecgenConnection
+  connection: SpecgenConnection,
+  offer: ModelOffer
 ): void {
   let widget: MainAreaWidget<PersonalizePanel> | null = null;
   app.commands.addCommand(CommandIDs.personalize, {
@@ -144,6 +151,7 @@ function addPersonalizeCommand(
       if (!widget || widget.isDisposed) {
         const content = new PersonalizePanel({
           connection,
+          offer,
           serverSettings: app.serviceManager.serverSettings
         });
         widget = new MainAreaWidget({ content });

@@ -5,21 +5,12 @@
 // NameError: …"). When suggestions come unvalidated because the system has no sandbox, that is
 // said once (`IOptions.notify`) and stays marked on the item, instead of on every keystroke.
 // Details go to the tooltip. While the embedded model serves and the backend names a better one,
-// the item offers it ("Download Qwen2.5-Coder-0.5B (≈1 GB) for better suggestions"): nothing is
-// fetched without that click; then a progress bar with bytes, rate and time left, and a Cancel;
-// the model's name changes when the backend serves it. Offline, the backend's answer (no network,
-// and how to copy a model folder in by hand) is shown next to the offer.
+// the item shows the offer of it (`ModelOffer`, shared with the personalize panel).
 
 import { Widget } from '@lumino/widgets';
 
-import {
-  IDownloadProgress,
-  IErrorInfo,
-  IItem,
-  IModelDownloaded,
-  IProgress,
-  IStatus
-} from './protocol';
+import { ModelOffer } from './model';
+import { IItem, IProgress, IStatus } from './protocol';
 
 /**
  * A status bar item showing the specgen backend, the request in flight and the verdict on screen.
@@ -29,17 +20,18 @@ export class SpecgenStatus extends Widget {
     super();
     this._hint = options.hint ?? '';
     this._notify = options.notify ?? null;
-    this._downloads = options.downloads ?? null;
+    this._offer = options.offer ?? null;
+    this._offer?.changed.connect(this._render, this);
     this.addClass('jp-specgen-status');
     if (this._hint) {
       this.addClass('jp-mod-clickable');
     }
     this._label = document.createElement('span');
-    this._offer = document.createElement('span');
-    this._offer.className = 'jp-specgen-download';
+    this._offerNode = document.createElement('span');
+    this._offerNode.className = 'jp-specgen-download';
     // The offer's clicks are its own, not the item's (which opens the panel).
-    this._offer.addEventListener('click', event => event.stopPropagation());
-    this.node.append(this._label, this._offer);
+    this._offerNode.addEventListener('click', event => event.stopPropagation());
+    this.node.append(this._label, this._offerNode);
     this._render();
   }
 
@@ -91,82 +83,12 @@ export class SpecgenStatus extends Widget {
 
   /** Start downloading the offered model (what the offer's button does). */
   download(): void {
-    const offer = this._status?.offer;
-    if (!this._downloads || !offer || this._download) {
-      return;
-    }
-    this._downloadError = '';
-    const started = this._downloads.downloadModel(offer.model, progress => {
-      if (this._download) {
-        this._download.progress = progress;
-        this._renderOffer();
-      }
-    });
-    this._download = { id: started.id, model: offer.model, progress: null };
-    this._renderOffer();
-    void started.done.then(result => {
-      this._download = null;
-      if (result.type !== 'model_downloaded') {
-        const error = result as IErrorInfo;
-        this._downloadError =
-          error.type === 'cancelled'
-            ? 'Download cancelled; what came is kept, and the next download goes on from there.'
-            : error.message;
-      } else if (!(result as IModelDownloaded).switched) {
-        this._downloadError = `${result.model} is downloaded; it serves after a restart.`;
-      }
-      this._render();
-    });
+    this._offer?.download();
   }
 
   /** Stop the download in flight (what came is kept). */
   cancelDownload(): void {
-    if (this._download && this._downloads) {
-      this._downloads.cancelDownload(this._download.id);
-    }
-  }
-
-  /** The offer, the download in flight, or why the last one did not end well. */
-  private _renderOffer(): void {
-    const offer = this._status?.state === 'ready' ? this._status.offer : null;
-    const download = this._download;
-    this._offer.replaceChildren();
-    this._offer.dataset.state = download ? 'downloading' : offer ? 'offered' : '';
-    if (download) {
-      const p = download.progress;
-      const bar = document.createElement('progress');
-      bar.className = 'jp-specgen-download-progress';
-      bar.style.width = '6em';
-      bar.style.margin = '0 4px';
-      if (p && p.total_bytes > 0) {
-        bar.max = p.total_bytes;
-        bar.value = p.done_bytes;
-      }
-      const text = document.createElement('span');
-      text.className = 'jp-specgen-download-text';
-      text.textContent = downloadText(download.model, p);
-      const cancel = document.createElement('button');
-      cancel.className = 'jp-specgen-download-cancel';
-      cancel.textContent = 'Cancel';
-      cancel.onclick = () => this.cancelDownload();
-      this._offer.append(' · ', bar, text, ' ', cancel);
-      return;
-    }
-    if (!offer || !this._downloads) {
-      return;
-    }
-    const button = document.createElement('button');
-    button.className = 'jp-specgen-download-offer';
-    button.textContent = `Download ${shortName(offer.model)} (≈${gigabytes(offer.bytes)}) for better suggestions`;
-    button.onclick = () => this.download();
-    this._offer.append(' · ', button);
-    if (this._downloadError) {
-      const error = document.createElement('span');
-      error.className = 'jp-specgen-download-error';
-      error.textContent = ` ${shorten(this._downloadError)}`;
-      error.title = this._downloadError;
-      this._offer.append(error);
-    }
+    this._offer?.cancel();
   }
 
   /** Note an item that says the system has no sandbox: said once, then marked on the item. */
@@ -229,7 +151,9 @@ export class SpecgenStatus extends Widget {
       lines.push(this._hint);
     }
     this._label.textContent = text;
-    this._renderOffer();
+    if (this._offer) {
+      this._offer.render(this._offerNode, { separator: ' · ', maxChars: MAX_TEXT });
+    }
     this.node.title = [...new Set(lines)].join('\n');
     this.node.dataset.state = state;
     this.node.dataset.sandbox = this._noSandbox ? 'missing' : '';
@@ -276,15 +200,9 @@ export class SpecgenStatus extends Widget {
 
   private _hint: string;
   private _notify: ((message: string) => void) | null;
-  private _downloads: SpecgenStatus.IDownloads | null;
-  private _download: {
-    id: number;
-    model: string;
-    progress: IDownloadProgress | null;
-  } | null = null;
-  private _downloadError = '';
+  private _offer: ModelOffer | null;
   private _label: HTMLSpanElement;
-  private _offer: HTMLSpanElement;
+  private _offerNode: HTMLSpanElement;
   private _status: IStatus | null = null;
   private _progress: Pick<IProgress, 'stage' | 'done' | 'total' | 'message'> | null =
     null;
@@ -302,17 +220,8 @@ export namespace SpecgenStatus {
     hint?: string;
     /** Tells the user something once (a notification), e.g. that there is no sandbox. */
     notify?: (message: string) => void;
-    /** Downloads a model on the user's click (the connection); without it nothing is offered. */
-    downloads?: IDownloads;
-  }
-
-  /** What the offer needs of the connection. */
-  export interface IDownloads {
-    downloadModel(
-      model: string,
-      onProgress: (progress: IDownloadProgress) => void
-    ): { id: number; done: Promise<IModelDownloaded | IErrorInfo> };
-    cancelDownload(id: number): void;
+    /** The model offer (shared with the panel); without it nothing is offered. */
+    offer?: ModelOffer;
   }
 
   /** How a request ended. */
@@ -376,44 +285,6 @@ function verdictLabel(item: IItem): string {
  */
 export function tidy(detail: string): string {
   return detail.replace(/(\([^()]*\))(?:\s*\1)+/g, '$1').trim();
-}
-
-/** "Qwen2.5-Coder-0.5B" of "Qwen/Qwen2.5-Coder-0.5B". */
-function shortName(model: string): string {
-  return model.split('/').pop() || model;
-}
-
-function gigabytes(bytes: number): string {
-  const gb = bytes / 1e9;
-  return gb >= 10 ? `${Math.round(gb)} GB` : `${Math.round(gb * 10) / 10} GB`;
-}
-
-function megabytes(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(bytes >= 1e8 ? 0 : 1)} MB`;
-}
-
-/** "downloading Qwen2.5-Coder-0.5B: 34% · 336 of 988 MB · 2.1 MB/s · 5 min left". */
-function downloadText(model: string, p: IDownloadProgress | null): string {
-  const name = shortName(model);
-  if (!p) {
-    return `downloading ${name}…`;
-  }
-  if (p.phase === 'load') {
-    return `loading ${name}…`;
-  }
-  const parts = [
-    p.total_bytes > 0
-      ? `${Math.floor((100 * p.done_bytes) / p.total_bytes)}%`
-      : '',
-    `${megabytes(p.done_bytes)} of ${megabytes(p.total_bytes)}`,
-    p.rate > 0 ? `${megabytes(p.rate)}/s` : '',
-    p.eta_s === null
-      ? ''
-      : p.eta_s < 60
-        ? `${Math.ceil(p.eta_s)} s left`
-        : `${Math.ceil(p.eta_s / 60)} min left`
-  ];
-  return `downloading ${name}: ${parts.filter(Boolean).join(' · ')}`;
 }
 
 function shorten(text: string): string {

@@ -1,4 +1,6 @@
-// The "Personalize my completions" panel: what a job would train on (Data), starting and following
+// The "Personalize my completions" panel: the model in use, why it was chosen, and the one-click
+// download of a better one while the embedded model serves (Model, shared with the status bar
+// through `ModelOffer`); what a job would train on (Data), starting and following
 // a job (Train), what it measured and whether it published (Result), and the adapters' versions
 // with rollback (Versions). State comes from `GET specgen/personalize` on open and then from the
 // `personalize` messages the server pushes over the tab's websocket at every step of a job.
@@ -12,6 +14,7 @@ import type { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 import { SpecgenConnection } from '../connection';
+import { ModelOffer } from '../model';
 import {
   IAdapterInfo,
   IDataSummary,
@@ -30,8 +33,11 @@ export class PersonalizePanel extends Widget {
     super();
     this._connection = options.connection;
     this._serverSettings = options.serverSettings;
+    this._offer = options.offer ?? null;
     this.addClass('jp-specgen-personalize');
     this._build();
+    this._offer?.changed.connect(this._renderModel, this);
+    this._renderModel();
     this._connection.personalizeChanged.connect(this._onPersonalize, this);
     void this.refreshData();
     void this.refreshState();
@@ -74,6 +80,7 @@ export class PersonalizePanel extends Widget {
       return;
     }
     this._connection.personalizeChanged.disconnect(this._onPersonalize, this);
+    this._offer?.changed.disconnect(this._renderModel, this);
     super.dispose();
   }
 
@@ -101,6 +108,13 @@ export class PersonalizePanel extends Widget {
       'Train an adapter on the code cells of your notebooks that ran without error, measure it ' +
       'on notebooks it did not see, and use it for your completions if it does better.';
     node.append(header, intro);
+
+    // Model: what the suggestions and the adapters build on, and a better one to fetch
+    const model = section(node, 'Model', 'model');
+    this._model = element('p', 'jp-specgen-personalize-model');
+    this._model.dataset.testid = 'specgen-model';
+    this._modelOffer = element('div', 'jp-specgen-download');
+    model.body.append(this._model, this._modelOffer);
 
     // Data
     const data = section(node, 'Data', 'data');
@@ -163,6 +177,22 @@ export class PersonalizePanel extends Widget {
     this._versions.textContent = 'No adapter published yet.';
     this._versionsError = errorBox('specgen-versions-error');
     versions.body.append(this._versions, this._versionsError);
+  }
+
+  /** The model in use, why it was chosen, and the offer (or download) of a better one. */
+  private _renderModel(): void {
+    const status = this._offer?.status ?? null;
+    if (!status || status.state !== 'ready') {
+      this._model.textContent =
+        status?.state === 'error'
+          ? `The model backend failed: ${status.message}`
+          : 'The model backend is starting…';
+    } else {
+      const where = status.device ? ` on ${status.device}` : '';
+      const why = status.reason ? ` Why this model: ${status.reason}` : '';
+      this._model.textContent = `Completions come from ${status.model}${where}.${why}`;
+    }
+    this._offer?.render(this._modelOffer);
   }
 
   private _renderData(summary: IDataSummary): void {
@@ -455,6 +485,9 @@ export class PersonalizePanel extends Widget {
   }
 
   private _connection: SpecgenConnection;
+  private _offer: ModelOffer | null;
+  private _model!: HTMLElement;
+  private _modelOffer!: HTMLElement;
   private _serverSettings: ServerConnection.ISettings;
   private _state: IPersonalize | null = null;
   // A request from a button is in flight: the buttons wait for its answer.
@@ -491,6 +524,8 @@ export namespace PersonalizePanel {
     connection: SpecgenConnection;
     /** For the REST calls (base URL, token, XSRF). */
     serverSettings: ServerConnection.ISettings;
+    /** The model in use and the offer of a better one (shared with the status bar). */
+    offer?: ModelOffer;
   }
 }
 
