@@ -114,7 +114,10 @@ def fim_examples(text: str, rng: random.Random) -> list[str]:
     """``text`` cut into windows of 200–2,400 characters, each as one PSM example.
 
     Half the middles end at a line end (the cursor-in-a-line case the editor produces most);
-    the other half are random character spans (as in the FIM papers).
+    the other half are random character spans (as in the FIM papers). A middle that ends at a
+    line end leaves the newline to the suffix: in the editor the text after a cursor inside a
+    line starts with that line's newline, and that is what the backend's FIM prompt holds (the
+    first build put the newline in the middle, so its FIM prompts never looked like training).
     """
     out = []
     pos = 0
@@ -129,10 +132,10 @@ def fim_examples(text: str, rng: random.Random) -> list[str]:
         a = rng.randint(0, len(chunk) - 1)
         if rng.random() < 0.5:
             b = chunk.find("\n", a)
-            b = len(chunk) if b < 0 else b + 1
+            b = len(chunk) if b < 0 else b
             for _ in range(rng.choice((0, 0, 1, 2))):  # sometimes a few more lines
-                nb = chunk.find("\n", b)
-                b = len(chunk) if nb < 0 else nb + 1
+                nb = chunk.find("\n", b + 1)
+                b = len(chunk) if nb < 0 else nb
         else:
             b = min(len(chunk), a + rng.randint(1, max(1, len(chunk) // 3)))
         prefix, middle, suffix = chunk[:a], chunk[a:b], chunk[b:]
