@@ -3,8 +3,8 @@ examples that data-science packages ship in their docstrings.
 
 Each docstring with ``>>>`` examples is a little notebook (``corpus.docstring_notebooks``: its
 summary as a markdown cell, then code cells). Here it is *run*, cell after cell, in a worker
-process (a temporary working directory, a per-notebook alarm, no network timeout above a second,
-a memory cap); before each code cell runs, the values it can read are described by the kernel's
+process (a throw-away working directory and home, a per-notebook alarm, no network, a memory
+cap); before each code cell runs, the values it can read are described by the kernel's
 own ``describe_names`` and the cell is rendered as the completion prompt would render it at that
 moment: ``grounded_context`` puts each dataframe's schema after its defining cell and the spec
 block above the cursor, ``linearise`` turns it into text. So the model sees, at training time,
@@ -83,11 +83,21 @@ def _split(notebook: str) -> tuple[str, list[str]]:
     return header, cells
 
 
+def _no_network(*args, **kwargs):
+    raise OSError("no network for docstring examples (tools/executed_corpus.py)")
+
+
 def _limit_worker() -> None:
+    """A worker's fence against what examples do: a memory cap, no network (examples that fetch
+    datasets fail and end their notebook), and a throw-away folder as working directory and home,
+    so files they write (``to_csv``, dataset caches, matplotlib's config) land there."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
     socket.setdefaulttimeout(1.0)
-    os.environ["MPLBACKEND"] = "Agg"
-    os.chdir(tempfile.mkdtemp(prefix="specgen-exec-"))
+    socket.socket.connect = _no_network
+    socket.create_connection = _no_network
+    scratch = tempfile.mkdtemp(prefix="specgen-exec-")
+    os.environ.update(MPLBACKEND="Agg", HOME=scratch, SCIKIT_LEARN_DATA=scratch, MPLCONFIGDIR=scratch)
+    os.chdir(scratch)
     sys.stdin = io.StringIO()  # an example that asks for input gets EOF, not a hang
     warnings.simplefilter("ignore")
 
