@@ -24,6 +24,7 @@ import random
 import re
 import sysconfig
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,22 @@ def _license_of(dist: metadata.Distribution) -> str | None:
     if not text or _COPYLEFT.search(text) or not _PERMISSIVE.search(text):
         return None
     return text
+
+
+def permissive_distributions(names) -> Iterator[tuple[metadata.Distribution, str]]:
+    """(distribution, licence) of each of ``names`` that is installed under a permissive licence;
+    the others are logged and skipped."""
+    for name in names:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            log.info("package %s not installed; skipped", name)
+            continue
+        lic = _license_of(dist)
+        if lic is None:
+            log.warning("package %s: licence not on the permissive allow-list; skipped", name)
+            continue
+        yield dist, lic
 
 
 def _heldout(origin: str, fraction: float) -> bool:
@@ -255,16 +272,7 @@ def collect_corpus(config: CorpusConfig = CorpusConfig()) -> Corpus:
             config.max_chars_stdlib,
         )
     )
-    for name in config.packages:
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            log.info("package %s not installed; skipped", name)
-            continue
-        lic = _license_of(dist)
-        if lic is None:
-            log.warning("package %s: licence not on the permissive allow-list; skipped", name)
-            continue
+    for dist, lic in permissive_distributions(config.packages):
         groups.append(
             (
                 SourceInfo(dist.metadata["Name"], dist.version, lic),

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata as metadata
 import io
 import json
 import logging
@@ -49,7 +48,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import CELL_SEPARATOR, SourceInfo, _heldout, _license_of, _package_files, _read, docstring_notebooks  # noqa: E402
+from corpus import (  # noqa: E402
+    CELL_SEPARATOR,
+    SourceInfo,
+    _heldout,
+    _package_files,
+    _read,
+    docstring_notebooks,
+    permissive_distributions,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 for extra in (REPO, REPO / "backend"):
@@ -200,16 +207,7 @@ def _work(task: tuple[str, str, int]) -> list[dict]:
 def notebooks_of(packages=EXEC_PACKAGES) -> tuple[list[tuple[str, str]], list[SourceInfo]]:
     """(origin, notebook text) of every docstring example notebook in ``packages``."""
     found, sources = [], []
-    for name in packages:
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            log.info("package %s not installed; skipped", name)
-            continue
-        lic = _license_of(dist)
-        if lic is None:
-            log.warning("package %s: licence not on the permissive allow-list; skipped", name)
-            continue
+    for dist, lic in permissive_distributions(packages):
         info = SourceInfo(dist.metadata["Name"], dist.version, lic)
         root = Path(str(dist.locate_file("")))
         for path in _package_files(dist):
