@@ -231,6 +231,8 @@ class VllmScheduler:
                 stream.close()
         try:
             for chunk in stream:
+                if job.cancelled.is_set():
+                    break  # the monitor closes the stream too; a chunk read after a cancel also does
                 self._take(live, rows, greedy, chunk)
                 if all(job.states[i].done for i in rows):
                     break  # stopped here (a statement's end) before vLLM did: abort the rest
