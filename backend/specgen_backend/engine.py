@@ -128,6 +128,8 @@ class Engine:
                 masked[k] = logits[k]  # then it decodes unmasked rather than not at all
             logits = masked
         tokens, logprobs = _sample(logits, request.temperature, generator)
+        if len(states) > 1 and request.constraint is not None:
+            _spread_heads(states, logits, tokens, logprobs, table.texts)
         for state, token in zip(states, tokens.tolist()):
             if not state.done:
                 state.guide.advance(table.texts[token], token in self.eos_ids)
@@ -254,6 +256,53 @@ def _sample(logits, temperature: float, generator):
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
         tokens = torch.where(broken, greedy, tokens)
     return tokens, logp.gather(1, tokens.view(-1, 1)).squeeze(1)
+
+
+def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[str]) -> None:
+    """Rows of one request that stand at the same point of a head take different heads (in place).
+
+    Candidates are worth several only if they differ where it matters: at ``weather[`` three rows
+    sampled from a weak model mostly write the same column, and validation then ranks one head
+    three times. Among rows with the same text so far whose head is still open (``pending``, or
+    ``undecided`` before an optional one), a row whose sampled token leads to no head the earlier
+    rows have not already taken gets instead the most likely allowed token that still does (a
+    token's room: the heads it can still become; ``texts`` are the tokens' texts). Greedy rows so
+    become the best head, the second best, …; when the heads are fewer than the rows, rows share.
+    Once their texts differ, rows decode as they will. A row's logprob stays the one under its
+    own masks, so ranking compares rows as before.
+    """
+    import torch
+
+    groups: dict[tuple, list[int]] = {}
+    for k, state in enumerate(states):
+        guide = state.guide
+        if not state.done and guide is not None and guide.heads is not None and guide.mode in ("pending", "undecided"):
+            groups.setdefault(tuple(state.ids), []).append(k)
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        guide = states[rows[0]].guide
+        heads = [rest for rest, _ in guide.heads.rests if rest.startswith(guide.body)]
+
+        def room(token: int) -> int:
+            text = guide.body + (texts[token].lstrip(" ") if guide.mode == "undecided" else texts[token])
+            return max(1, sum(1 for h in heads if h.startswith(text) or text.startswith(h)))
+
+        used: dict[int, int] = {}
+        for k in rows:
+            token = int(tokens[k])
+            if used.get(token, 0) >= room(token):
+                row = logits[k]
+                finite = int(torch.isfinite(row).sum())
+                for other in torch.topk(row, min(SPREAD_TOKENS, finite)).indices.tolist():
+                    if used.get(other, 0) < room(other):
+                        tokens[k] = token = other
+                        logprobs[k] = torch.log_softmax(row.float(), dim=-1)[other]
+                        break
+            used[token] = used.get(token, 0) + 1
+
+
+SPREAD_TOKENS = 16  # most likely tokens a row looks through for a head no earlier row took
 
 
 def _end_token_ids(loaded: LoadedModel) -> set[int]:

@@ -288,6 +288,24 @@ def test_statement_stop_mid_line_in_the_scheduler(scheduler):
     assert stopped >= 3  # the rule really cut: random weights emit newlines often
 
 
+def test_rows_of_one_request_spread_over_the_heads(scheduler):
+    """Greedy rows at an open head write different heads (best, second best, ...), each one of the
+    frame's; once past the head they decode freely. Without the spread greedy rows are identical."""
+    constraint = Constraint(kind="column", names=COLUMNS[:3], typed="'")
+    ctx = CompletionContext(prefix="total = frame['")
+    n = 3
+    out = _run(scheduler, [Generate(id="spread", user="u", context=ctx, n=n, max_tokens=24, constraint=constraint)])
+    candidates, error = out["spread"]
+    assert error is None
+    heads = []
+    for candidate in candidates:
+        head = next((c for c in COLUMNS[:3] if ("'" + candidate.text).startswith(c)), None)
+        assert head is not None, candidate.text
+        heads.append(head)
+    assert len(set(heads)) == n, heads
+    assert all(math.isfinite(c.logprob) for c in candidates)
+
+
 @pytest.fixture(scope="module")
 def adapter_root(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("constraint-adapters")
