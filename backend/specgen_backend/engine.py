@@ -291,11 +291,11 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
         used: dict[int, int] = {}
         for k in rows:
             token = int(tokens[k])
-            if used.get(token, 0) >= room(token):
+            if used.get(token, 0) and used[token] >= room(token):  # (room is only counted for a token taken before)
                 row = logits[k]
                 finite = int(torch.isfinite(row).sum())
                 for other in torch.topk(row, min(SPREAD_TOKENS, finite)).indices.tolist():
-                    if used.get(other, 0) < room(other):
+                    if not used.get(other, 0) or used[other] < room(other):
                         tokens[k] = token = other
                         logprobs[k] = torch.log_softmax(row.float(), dim=-1)[other]
                         break
