@@ -263,20 +263,22 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
 
     Candidates are worth several only if they differ where it matters: at ``weather[`` three rows
     sampled from a weak model mostly write the same column, and validation then ranks one head
-    three times. Among rows with the same text so far whose head is still open (``pending``, or
-    ``undecided`` before an optional one), a row whose sampled token leads to no head the earlier
+    three times. Among rows with the same text so far whose required head is still open
+    (``pending``: after ``df[``, ``expr.``), a row whose sampled token leads to no head the earlier
     rows have not already taken gets instead the most likely allowed token that still does (a
     token's room: the heads it can still become; ``texts`` are the tokens' texts). Greedy rows so
     become the best head, the second best, …; when the heads are fewer than the rows, rows share.
     Once their texts differ, rows decode as they will. A row's logprob stays the one under its
-    own masks, so ranking compares rows as before.
+    own masks, so ranking compares rows as before. Where a head is optional (``undecided``: at
+    ``ratio = ``) rows are not spread: a row pushed off the model's choice there writes whatever
+    name is left, code that runs and means nothing.
     """
     import torch
 
     groups: dict[tuple, list[int]] = {}
     for k, state in enumerate(states):
         guide = state.guide
-        if not state.done and guide is not None and guide.heads is not None and guide.mode in ("pending", "undecided"):
+        if not state.done and guide is not None and guide.heads is not None and guide.mode == "pending":
             groups.setdefault(tuple(state.ids), []).append(k)
     for rows in groups.values():
         if len(rows) < 2:
@@ -285,7 +287,7 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
         heads = [rest for rest, _ in guide.heads.rests if rest.startswith(guide.body)]
 
         def room(token: int) -> int:
-            text = guide.body + (texts[token].lstrip(" ") if guide.mode == "undecided" else texts[token])
+            text = guide.body + texts[token]
             return max(1, sum(1 for h in heads if h.startswith(text) or text.startswith(h)))
 
         used: dict[int, int] = {}
