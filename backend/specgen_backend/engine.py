@@ -284,16 +284,16 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
         if len(rows) < 2:
             continue
         guide = states[rows[0]].guide
-        heads = [rest for rest, _ in guide.heads.rests if rest.startswith(guide.body)]
 
-        def room(token: int) -> int:
+        def room(token: int) -> int:  # read only when rows collide: most steps never scan the heads
             text = guide.body + texts[token]
+            heads = (h for h, _ in guide.heads.rests if h.startswith(guide.body))
             return max(1, sum(1 for h in heads if h.startswith(text) or text.startswith(h)))
 
         used: dict[int, int] = {}
         for k in rows:
             token = int(tokens[k])
-            if used.get(token, 0) and used[token] >= room(token):  # (room is only counted for a token taken before)
+            if used.get(token, 0) and used[token] >= room(token):
                 row = logits[k]
                 finite = int(torch.isfinite(row).sum())
                 for other in torch.topk(row, min(SPREAD_TOKENS, finite)).indices.tolist():

@@ -290,7 +290,7 @@ def test_statement_stop_mid_line_in_the_scheduler(scheduler):
 
 def test_rows_of_one_request_spread_over_the_heads(scheduler):
     """Greedy rows at an open head write different heads (best, second best, ...), each one of the
-    frame's; once past the head they decode freely. Without the spread greedy rows are identical."""
+    frame's. Without the spread these greedy rows are identical."""
     constraint = Constraint(kind="column", names=COLUMNS[:3], typed="'")
     ctx = CompletionContext(prefix="total = frame['")
     n = 3
