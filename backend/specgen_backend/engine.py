@@ -286,7 +286,10 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
         guide = states[rows[0]].guide
 
         def room(token: int) -> int:  # read only when rows collide: most steps never scan the heads
-            text = guide.body + texts[token]
+            piece = texts[token]
+            if piece is None:  # an end token or a part of a character: no head to tell apart, never pushed
+                return len(rows)
+            text = guide.body + piece
             heads = (h for h, _ in guide.heads.rests if h.startswith(guide.body))
             return max(1, sum(1 for h in heads if h.startswith(text) or text.startswith(h)))
 
@@ -297,6 +300,8 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
                 row = logits[k]
                 finite = int(torch.isfinite(row).sum())
                 for other in torch.topk(row, min(SPREAD_TOKENS, finite)).indices.tolist():
+                    if texts[other] is None:  # a row is pushed to another head, never to an end
+                        continue
                     if not used.get(other, 0) or used[other] < room(other):
                         tokens[k] = token = other
                         logprobs[k] = torch.log_softmax(row.float(), dim=-1)[other]

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 import torch
 from specgen_backend.constraint import IDENT_CHARS, HeadGuide, RowGuide, TokenTable, eos_allowed, token_allowed, token_texts
-from specgen_backend.engine import _Row, _sample
+from specgen_backend.engine import _Row, _sample, _spread_heads
 from specgen_backend.prompt import CodeScanner, find_stop, mid_line, stop_strings
 from specgen_backend.protocol import Cell, CompletionContext, Constraint, Generate
 
@@ -304,6 +304,33 @@ def test_rows_of_one_request_spread_over_the_heads(scheduler):
         heads.append(head)
     assert len(set(heads)) == n, heads
     assert all(math.isfinite(c.logprob) for c in candidates)
+
+
+def test_rows_that_meet_on_a_token_without_text_are_left_alone():
+    """Two rows at an open head that both take a token with no text (an end, a part of a character)
+    keep it, and a row pushed off a taken head is never pushed to such a token: the spread reads
+    a token's text only where it has one (it once raised TypeError here, so the request failed)."""
+    from types import SimpleNamespace
+
+    texts = [None, "a", "b", None]  # 0 and 3: tokens without a text
+    heads = SimpleNamespace(rests=[("a", True), ("b", True)])
+
+    def rows(count):
+        return [SimpleNamespace(done=False, ids=[7], guide=SimpleNamespace(heads=heads, mode="pending", body="")) for _ in range(count)]
+
+    logits = torch.tensor([[5.0, 1.0, 0.5, 4.0]] * 2)
+    tokens = torch.tensor([0, 0])
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, tokens.view(-1, 1)).squeeze(1)
+    _spread_heads(rows(2), logits, tokens, logprobs, texts)
+    assert tokens.tolist() == [0, 0]
+
+    # Three rows on head "a": the second takes "b" (not the likelier token 3), the third shares.
+    logits = torch.tensor([[0.0, 5.0, 1.0, 4.0]] * 3)
+    tokens = torch.tensor([1, 1, 1])
+    logprobs = torch.zeros(3)
+    _spread_heads(rows(3), logits, tokens, logprobs, texts)
+    assert tokens.tolist() == [1, 2, 1]
+    assert logprobs[1].item() == pytest.approx(torch.log_softmax(logits[1], dim=-1)[2].item())
 
 
 @pytest.fixture(scope="module")
