@@ -32,7 +32,9 @@ Printed per configuration (one row each, then the same as a markdown table):
 after M minutes from the start (all configurations then still ran the same cases). ``--decontaminate`` checks the case set against the default model's
 training corpus instead (``quality_cases/decontaminate.py``). ``--model NAME=FOLDER`` (repeatable) runs each
 configuration once per model folder, side by side on the same cases (rows ``config@NAME``); the
-``fim-off`` configuration (not in the default set) prompts without the text after the cursor. A case costs each configuration
+``fim-on`` and ``fim-off`` configurations (not in the default set) prompt with and without the text after
+the cursor, whatever the model's folder advises (the default follows it: the embedded model's says plain
+prompts). A case costs each configuration
 two requests and a check: ~5 s on 2 idle cores, a minute or more when 8 people share them.
 """
 
@@ -80,7 +82,8 @@ CONFIGS: dict[str, list[str]] = {
     "validation-off": ["--SpecgenExtension.validate=False"],
     "specs-off": ["--SpecgenExtension.kernel_specs=False"],
     "constraint-off": ["--SpecgenExtension.constrain=False"],
-    # Not in the default run: for comparing models, whose FIM may help or hurt (--configs default,fim-off).
+    # Not in the default run: for comparing models, whose FIM may help or hurt (--configs default,fim-on,fim-off).
+    "fim-on": ["--SpecgenExtension.fim=True"],
     "fim-off": ["--SpecgenExtension.fim=False"],
 }
 DEFAULT_CONFIGS = ("default", "validation-off", "specs-off", "constraint-off")

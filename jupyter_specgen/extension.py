@@ -163,10 +163,11 @@ class SpecgenExtension(ExtensionApp):
         True, help="Ground prompts in the live kernel: load the kernel extension into new kernels and ask it for specs."
     ).tag(config=True)
     validate = Bool(True, help="Run each candidate in a fork of the kernel before showing it.").tag(config=True)
-    fim = Bool(
-        True,
-        help="Give the model the text after the cursor too (fill-in-the-middle) when its tokenizer has FIM tokens; "
-        "False: prompts hold only the text before the cursor.",
+    fim = Enum(
+        ["auto", True, False], "auto",
+        help="Give the model the text after the cursor too (fill-in-the-middle) when its tokenizer has FIM tokens: "
+        "True; False: prompts hold only the text before the cursor; 'auto': True unless the model's folder advises "
+        "plain prompts, as the embedded model's does (it completes better from the text before the cursor).",
     ).tag(config=True)
     constrain = Bool(
         CompletionSettings.constrain,
@@ -217,8 +218,7 @@ class SpecgenExtension(ExtensionApp):
             args += ["--vllm-url", self.vllm_url]
         for folder in self.model_dirs:
             args += ["--model-dir", folder]
-        if not self.fim:
-            args.append("--no-fim")
+        args += ["--fim", {True: "on", False: "off"}.get(self.fim, "auto")]
         return tuple(args)
 
     def initialize_settings(self) -> None:

@@ -350,6 +350,14 @@ def _previous_build(folder: Path) -> dict:
             "heldout_loss": manifest.get("evaluation", {}).get("heldout_loss"), "command": manifest.get("command")}
 
 
+def serving_advice(parse: dict) -> dict:
+    """How the backend prompts this build under ``--fim auto`` (``loading.prompt_fim`` reads it):
+    with FIM only when its FIM one-line completions parse at least as often as its plain ones."""
+    fim, plain = parse["trained/fim"]["parse_rate"], parse["trained/causal"]["parse_rate"]
+    return {"fim": fim >= plain,
+            "why": f"one-line completions that parse: {fim:.1%} from a FIM prompt, {plain:.1%} from a plain one"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=TrainConfig.minutes, help="training wall time")
@@ -499,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             "parse_rate_definition": "see tools/evaluate_default_model.py (one-line greedy completion of a "
                                      "cut single-line statement; the partial line alone never parses)",
         },
+        "serving": serving_advice(parse),
         "software": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
         "command": " ".join(["python", "tools/train_default_model.py", *(argv if argv is not None else sys.argv[1:])]),

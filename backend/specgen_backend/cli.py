@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .engine import EngineConfig
+from .loading import FIM_SETTINGS
 from .server import Backend, BackendConfig
 
 __all__ = ["main", "default_model", "download"]
@@ -63,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--train-steps", type=int, default=0,
                        help="optimizer steps of a personalize job's main adapter (0: planned from the data, 20 to 100)")
     serve.add_argument("--max-new-tokens", type=int, default=128)
-    serve.add_argument("--no-fim", action="store_true",
-                       help="prompts hold only the text before the cursor, even for a model with fill-in-the-middle tokens")
+    serve.add_argument("--fim", default="auto", choices=FIM_SETTINGS,
+                       help="fill-in-the-middle prompts (the text after the cursor too) for a model with FIM tokens: on; "
+                            "off (only the text before the cursor); auto (default): on unless the model's folder "
+                            "advises plain prompts, as the embedded model's does")
+    serve.add_argument("--no-fim", action="store_const", dest="fim", const="off", help="the same as --fim off")
     serve.add_argument("--prefix-cache-mb", type=int, default=BackendConfig.prefix_cache_mb,
                        help="memory for the KV caches of recent prompts, reused by the next keystroke (0: off)")
     serve.add_argument("--engine", default="native", choices=["native", "vllm"],
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         shared_adapters=str(args.shared_adapters) if args.shared_adapters else None,
         train_device=_train_device(args.train_device),
         train_steps=args.train_steps,
-        engine=EngineConfig(max_new_tokens=args.max_new_tokens, fim=not args.no_fim),
+        engine=EngineConfig(max_new_tokens=args.max_new_tokens, fim=args.fim),
         prefix_cache_mb=args.prefix_cache_mb,
         serving_engine=args.engine,
         vllm_url=args.vllm_url,

@@ -10,8 +10,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .loading import LoadedModel
-from .prompt import CodeScanner, Prompt, build_prompt, detect_fim, find_stop, mid_line, partial_stop_length
+from .loading import LoadedModel, prompt_fim
+from .prompt import CodeScanner, Prompt, build_prompt, find_stop, mid_line, partial_stop_length
 from .prompt import MAX_CHARS_PER_TOKEN, bound_context
 from .protocol import CompletionContext, Generate
 
@@ -27,8 +27,9 @@ class EngineConfig:
     max_new_tokens: int = 128  # hard ceiling on what a request may ask for
     max_candidates: int = 8  # hard ceiling on n
     # Give the model the text after the cursor (fill-in-the-middle) when its tokenizer has a FIM
-    # format; off, every prompt is the text before the cursor (for models whose FIM is weak).
-    fim: bool = True
+    # format: "on"; "off": every prompt is the text before the cursor (for models whose FIM is
+    # weak); "auto": on unless the model's folder advises plain prompts (loading.prompt_fim).
+    fim: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Engine:
         self.loaded = loaded
         self.config = config
         tokenizer = loaded.tokenizer
-        self.fim = detect_fim(tokenizer.get_vocab()) if config.fim else None
+        self.fim = prompt_fim(loaded.name, tokenizer, config.fim)
         self.eos_ids = _end_token_ids(loaded)
         self._tables: dict = {}  # logits width -> constraint.TokenTable (built once per model)
         self._tables_lock = threading.Lock()

@@ -8,6 +8,7 @@ local folder, instead of hanging on the network.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOAD_LOCK", "ModelUnavailable", "LoadedModel", "load_model", "resolve_device", "resolve_dtype", "MODEL_SETTING_HELP"]
+__all__ = ["LOAD_LOCK", "ModelUnavailable", "LoadedModel", "load_model", "resolve_device", "resolve_dtype", "MODEL_SETTING_HELP",
+           "FIM_SETTINGS", "prompt_fim"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,41 @@ MODEL_SETTING_HELP = (
 # init); two loads in two threads of one process can see each other's and end up with weights
 # left on the meta device. Every load in this process takes this lock.
 LOAD_LOCK = threading.Lock()
+
+
+FIM_SETTINGS = ("auto", "on", "off")
+
+
+def prompt_fim(name: str, tokenizer, setting: str = "auto"):
+    """The FIM format prompts of model ``name`` use (``prompt.FimFormat``), or None for plain ones.
+
+    "on": whenever the tokenizer has FIM tokens; "off": never; "auto": as "on", unless the model's
+    own folder advises plain prompts (``"serving": {"fim": false}`` in its MANIFEST.json). The
+    embedded model does: it was trained on FIM documents but completes far worse from a FIM
+    prompt than from the text before the cursor (docs/default_model.md), while real code models
+    are better with FIM. Serving and personalization both ask here, so an adapter learns the
+    prompts it is served with.
+    """
+    from .prompt import detect_fim
+
+    if setting not in FIM_SETTINGS:
+        raise ValueError(f"FIM setting {setting!r}: choose from {', '.join(FIM_SETTINGS)}")
+    fmt = detect_fim(tokenizer.get_vocab()) if setting != "off" else None
+    if fmt is not None and setting == "auto" and _serving_advice(name).get("fim") is False:
+        log.info("model %s advises plain prompts (its MANIFEST.json): FIM off", name)
+        return None
+    return fmt
+
+
+def _serving_advice(name: str) -> dict:
+    """The "serving" object of the MANIFEST.json in model folder ``name``, or {} (a hub id, a
+    folder without one, an unreadable file)."""
+    try:
+        manifest = json.loads((Path(name) / "MANIFEST.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    advice = manifest.get("serving") if isinstance(manifest, dict) else None
+    return advice if isinstance(advice, dict) else {}
 
 
 class ModelUnavailable(RuntimeError):

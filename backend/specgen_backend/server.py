@@ -150,7 +150,8 @@ class Backend:
             try:
                 self._runner = JobRunner(
                     RunnerConfig(model=self._choice.model, store_root=config.adapter_root, device=config.train_device,
-                                 steps=config.train_steps, judge_timeout_s=config.judge_timeout_s),
+                                 steps=config.train_steps, judge_timeout_s=config.judge_timeout_s,
+                                 fim=config.engine.fim),
                     on_published=self._hot_load)  # fmt: skip
             except OSError as exc:
                 self._adapters_off = (

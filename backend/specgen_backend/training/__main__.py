@@ -26,6 +26,8 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from ..loading import FIM_SETTINGS
+
 __all__ = ["main"]
 
 
@@ -35,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("personalize", help="train the user's adapter (and variants) and publish it if not worse")
     p.add_argument("--base", required=True, help="base model: a local folder or a hub id")
+    p.add_argument("--fim", default="auto", choices=FIM_SETTINGS,
+                   help="train the prompt form the backend serves (its --fim): auto, on, off")
     p.add_argument("--data", required=True, help="training examples (JSON lines)")
     p.add_argument("--heldout", help="held-out examples (JSON lines); without them the adapter is published unevaluated")
     p.add_argument("--user", required=True)
@@ -95,7 +99,7 @@ def _personalize(args) -> dict:
     from .train import load_base
 
     train, heldout, store, config = _setup(args)
-    base = load_base(args.base, device=args.device)
+    base = load_base(args.base, device=args.device, fim=args.fim)
     bars: dict[str, tqdm] = {}
     lock = threading.Lock()
 
@@ -157,7 +161,7 @@ def _personalize_events(args) -> int:
     try:
         train, heldout, store, config = _setup(args)
         _emit({"event": "progress", "phase": "starting", "step": 0, "total": 0, "loss": 0.0})
-        base = load_base(args.base, device=args.device)
+        base = load_base(args.base, device=args.device, fim=args.fim)
         report = personalize(base, store, args.user, train, heldout, config=config, cancel=cancel,
                              progress=lambda phase, step, total, loss: _emit(
                                  {"event": "progress", "phase": phase, "step": step, "total": total, "loss": loss}),

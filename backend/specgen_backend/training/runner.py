@@ -48,6 +48,7 @@ class RunnerConfig:
     variant_steps: int = 60
     max_variants: int = 8  # SPA: diversity saturates around 8 adapters
     judge_timeout_s: float = 300.0  # how long a job waits for the client's executable rates
+    fim: str = "auto"  # the serving engine's FIM setting: the adapter learns the prompts it is served with
     python: str = sys.executable
     extra_env: dict = field(default_factory=dict)
 
@@ -172,7 +173,7 @@ class JobRunner:
         args = ["personalize", "--events", "--base", c.model, "--user", request.user, "--store", c.store_root,
                 "--data", write("train.jsonl", request.train), "--device", c.device,
                 "--steps", str(request.steps or c.steps), "--variants", str(request.variants),
-                "--variant-steps", str(c.variant_steps), "--kind", request.kind]
+                "--variant-steps", str(c.variant_steps), "--kind", request.kind, "--fim", c.fim]
         if request.heldout:
             args += ["--heldout", write("heldout.jsonl", request.heldout)]
         if request.judge:

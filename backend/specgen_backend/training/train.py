@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..prompt import detect_fim
 from .examples import TrainingExample, render
 
 __all__ = ["TrainConfig", "BaseModel", "TrainingCancelled", "TrainResult", "load_base", "encode", "train_adapter",
@@ -112,10 +111,10 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def load_base(path: str | Path, *, device: str = "cpu") -> BaseModel:
+def load_base(path: str | Path, *, device: str = "cpu", fim: str = "auto") -> BaseModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..loading import LOAD_LOCK
+    from ..loading import LOAD_LOCK, prompt_fim
 
     with LOAD_LOCK:  # see loading.LOAD_LOCK: loads in other threads of this process would race
         tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -123,7 +122,8 @@ def load_base(path: str | Path, *, device: str = "cpu") -> BaseModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    return BaseModel(path=str(path), model=model, tokenizer=tokenizer, fim=detect_fim(tokenizer.get_vocab()))
+    # The prompt form the backend serves this model with (its ``fim`` setting): the adapter learns that one.
+    return BaseModel(path=str(path), model=model, tokenizer=tokenizer, fim=prompt_fim(str(path), tokenizer, fim))
 
 
 def encode(base: BaseModel, example: TrainingExample, config: TrainConfig) -> tuple[list[int], list[int]]:
