@@ -31,11 +31,12 @@ from typing import Any, Optional
 
 from specgen_backend.protocol import Candidate
 
+from ..kernel.exercise import unfinished
 from ..kernel.messages import MAX_VALIDATE_CANDIDATES, Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import SHOWN, judge, meaningful, normalise
 from .ladder import ladder, parses_in_cell
-from .repair import close_brackets, opened_and_left_open, trim_tail
+from .repair import close_brackets, opened_and_left_open, scan_brackets, trim_tail
 
 __all__ = ["Validation", "Entry", "adds_code"]
 
@@ -85,6 +86,11 @@ def adds_code(prefix: str, candidate: str) -> str:
     except (tokenize.TokenError, SyntaxError):
         pass  # read as far as it goes: code at the cursor is often unfinished
     return "was only a comment" if comment else "was empty"
+
+
+def _holds_code(suffix: str) -> bool:
+    """Whether the text after the cursor has a line of code (not only blanks and comments)."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in suffix.splitlines())
 
 
 class Validation:
@@ -209,12 +215,33 @@ class Validation:
             self._choose(entry, [self._checked(text, v) for text, v in zip(entry.runs, mine)])
 
     def _checked(self, text: str, verdict: Verdict) -> Verdict:
-        if verdict.status == "incomplete" and opened_and_left_open(self._prefix, text):
-            # Unfinished because of a bracket the candidate itself opened and never closed: that
-            # is the model stopping (or being cut) mid-expression, not the user's open block.
-            return dataclasses.replace(verdict, status="raised", error_type="SyntaxError",
-                                       message="a bracket it opens is never closed")
+        why = self._left_open(text, verdict) if verdict.status in ("incomplete", "defined") else ""
+        if why:
+            return dataclasses.replace(verdict, status="raised", error_type="SyntaxError", message=why)
         return verdict
+
+    def _left_open(self, text: str, verdict: Verdict) -> str:
+        """Why the cell with ``text``, unfinished, is not the user's open block; "" when it is.
+
+        The kernel closes an unfinished cell at its end and runs that. "incomplete" says so;
+        "defined" (a function body) may be unfinished too. Two kinds are the candidate's fault,
+        not the user's open block:
+        - a bracket the candidate itself opened and never closed: the model stopped (or was cut)
+          mid-expression;
+        - any bracket left open at the candidate's end with code after the cursor. Closed at the
+          cell's end, that bracket takes in the lines below: ``return sum(`` + ``G, 3,`` above
+          ``total = cart_total(cart)`` ran as ``sum(G, 3, total=cart_total(cart))``. The call
+          that would have exercised the body became an argument, so the body looked "defined".
+        """
+        cell = self._prefix + text + self._suffix
+        if verdict.status != "incomplete" and not unfinished(cell):
+            return ""
+        if opened_and_left_open(self._prefix, text):
+            return "a bracket it opens is never closed"
+        scanned = scan_brackets(self._prefix + text)
+        if scanned is not None and scanned[0] and _holds_code(self._suffix):
+            return "a bracket it leaves open takes in the code after the cursor"
+        return ""
 
     def _choose(self, entry: Entry, verdicts: list[Verdict]) -> None:
         """Settle ``entry`` on the best of its runs that holds up (the best verdict, then the

@@ -308,6 +308,24 @@ async def test_a_function_body_never_called_is_shown_as_defined(jp_fetch, jp_ws_
     ws.close()
 
 
+async def test_a_bracket_left_open_above_the_notebooks_own_call_is_not_shown_as_defined(jp_fetch, jp_ws_fetch,
+                                                                                        jp_serverapp):
+    """`return sum(` + `qz_nope, 3,` with `total = cart_total(cart)` below it in the cell: closed at the
+    cell's end, the bracket took the call in as an argument and the body looked "defined, not exercised"
+    (a case of the quality benchmark). It is not shown; a candidate that closes the bracket is exercised by
+    that call and shown "ran"."""
+    _script(jp_serverapp, ["qz_nope, 3,", "x * 2 for x in items)"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp, "cart = [1, 2, 3]")
+    ws = await _open(jp_ws_fetch)
+    prefix, suffix = "def cart_total(items):\n    return sum(", "\n\n\ntotal = cart_total(cart)"
+    message = json.loads(_complete(1, kernel_id, prefix, cells=[{"cell_type": "code", "source": prefix + suffix}]))
+    ws.write_message(json.dumps({**message, "suffix": suffix}))
+    done = (await _frames(ws, 1))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("x * 2 for x in items)", "ran")], done
+    assert done["rejected"] == 1
+    ws.close()
+
+
 async def test_junk_inside_an_open_bracket_is_not_taken_for_an_unfinished_statement(jp_fetch, jp_ws_fetch,
                                                                                      jp_serverapp):
     """Garbage after `sales['un` leaves a bracket open, but it is wrong, not unfinished: never shown."""
