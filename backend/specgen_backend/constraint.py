@@ -76,6 +76,7 @@ __all__ = [
     "token_allowed",
     "eos_allowed",
     "syntax_mask",
+    "open_statement",
 ]
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,10 @@ class TokenTable:
         self.quote_led = {q: torch.tensor([i for i, t in enumerate(self.texts) if t and t.lstrip(" ")[:1] == q],
                                           dtype=torch.long) for q in _QUOTES}
         self.optional_free = free  # (V,)
+        # Tokens that begin a comment on the line they are on: refused at the start of a row whose
+        # statement is open at the cursor (``RowGuide.open_statement``).
+        self.comment_led = torch.tensor([i for i, t in enumerate(self.texts) if t and t.lstrip(" \t")[:1] == "#"],
+                                        dtype=torch.long)
         self.stats = {"constrained": 0, "released": 0}  # rows held by a constraint; rows let go
         self._build_syntax()
         self._syntax_cache: dict[tuple, object] = {}
@@ -578,13 +583,29 @@ class Rule:
             row[ids] = kept
 
 
+def open_statement(scanner: CodeScanner, prefix: str) -> bool:
+    """Whether the cursor, after ``prefix`` (read by ``scanner``), is inside an expression: a
+    bracket is open, or the line so far ends with an operator waiting for its operand (``=``,
+    ``+``, ``.``, ``,``; not ``:``, which ends a block header, nor ``;``)."""
+    if scanner.state != "code":
+        return False
+    if scanner.stack:
+        return True
+    line = prefix[prefix.rfind("\n") + 1 :]
+    return bool(line.strip()) and scanner.last in OPERATOR_CHARS and scanner.last not in ":;"
+
+
 class RowGuide:
     """One row's decoding state beyond its text: the scanner, and its constraint's progress."""
 
-    def __init__(self, scanner: CodeScanner, *, statement: bool, heads: Optional[HeadGuide]):
+    def __init__(self, scanner: CodeScanner, *, statement: bool, heads: Optional[HeadGuide],
+                 open_statement: bool = False):
         self._start = scanner
         self.scanner = scanner.copy()
         self.statement = statement  # mid-line: stop at the end of the statement
+        # The cursor is inside an expression (``total = ``, ``sum(``, ``df.``): a row that begins
+        # with a comment there adds no code and is never shown, so it may not begin with one.
+        self.open_statement = open_statement
         self.heads = heads
         self.fed = ""  # the row text the scanner has read
         self.end = -1  # where the statement ended in the row text, once it did
@@ -603,6 +624,8 @@ class RowGuide:
         import torch
 
         banned = table.syntax_banned(self.scanner)
+        if self.open_statement and not self.fed.strip() and len(table.comment_led):
+            banned = table.comment_led if banned is None else torch.cat([banned, table.comment_led])
         syntax = None if banned is None or not len(banned) else Rule("ban", banned)
         if self.mode == "free":
             return syntax

@@ -153,7 +153,7 @@ class Engine:
         return text
 
     def _attach_guides(self, request: Generate, states: list["_Row"], table) -> None:
-        from .constraint import HeadGuide, RowGuide
+        from .constraint import HeadGuide, RowGuide, open_statement
 
         # The active cell's text before the cursor sets the brackets and strings open at the cursor.
         # Read in Python a character at a time, in the model thread: a huge cell is read from a line
@@ -167,9 +167,10 @@ class Engine:
         scanner.feed(prefix)
         statement = mid_line(request.context)
         heads = HeadGuide(request.constraint, table) if request.constraint is not None else None
+        inside = open_statement(scanner, prefix)
         for state in states:
             if state.guide is None:
-                state.guide = RowGuide(scanner, statement=statement, heads=heads)
+                state.guide = RowGuide(scanner, statement=statement, heads=heads, open_statement=inside)
 
 
 @dataclass

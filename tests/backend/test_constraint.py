@@ -10,7 +10,7 @@ import threading
 import pytest
 import pytest_asyncio
 import torch
-from specgen_backend.constraint import IDENT_CHARS, HeadGuide, RowGuide, TokenTable, eos_allowed, token_allowed, token_texts
+from specgen_backend.constraint import IDENT_CHARS, HeadGuide, RowGuide, TokenTable, eos_allowed, open_statement, token_allowed, token_texts
 from specgen_backend.engine import _Row, _sample, _spread_heads
 from specgen_backend.prompt import CodeScanner, find_stop, mid_line, stop_strings
 from specgen_backend.protocol import Cell, CompletionContext, Constraint, Generate
@@ -165,6 +165,28 @@ def _allowed(table, prefix, text):
     ids = [i for i, t in enumerate(table.texts) if t == text]
     assert ids, f"no token spells {text!r}"
     return mask is None or bool(mask[ids[0]])
+
+
+@pytest.mark.parametrize("prefix, inside", [
+    ("total = ", True), ("x = sum(", True), ("y = df.", True), ("z = [1,\n", True), ("w = a +", True),
+    ("x = 1\n", False), ("for v in items:\n    ", False), ("x = 1", False), ("s = 'a, ", False), ("a = 1,\n", False),
+])
+def test_a_row_inside_an_open_expression_may_not_begin_with_a_comment(table, prefix, inside):
+    """After `total = ` or inside `sum(` a row that begins with `#` adds no code and is never shown
+    ("was only a comment"); at a line start or after a complete statement a comment is allowed. The
+    rule holds only while the row has written nothing but spaces."""
+    scanner = CodeScanner()
+    scanner.feed(prefix)
+    assert open_statement(scanner, prefix) is inside
+    guide = RowGuide(scanner, statement=False, heads=None, open_statement=open_statement(scanner, prefix))
+    comment = next(i for i, t in enumerate(table.texts) if t and t.lstrip(" ").startswith("#"))
+    rule = guide.rule(table)
+    allowed = torch.ones(table.size, dtype=torch.bool) if rule is None else rule.mask(table.size)
+    assert bool(allowed[comment]) is not inside
+    if inside:
+        guide.statement_end("1")  # once the row has written code, a comment may follow
+        rule = guide.rule(table)
+        assert rule is None or bool(rule.mask(table.size)[comment])
 
 
 def test_syntax_mask_refuses_what_python_cannot_tokenize(table):
