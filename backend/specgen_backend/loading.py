@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .prompt import detect_fim
+
 __all__ = ["LOAD_LOCK", "ModelUnavailable", "LoadedModel", "load_model", "resolve_device", "resolve_dtype", "MODEL_SETTING_HELP",
            "FIM_SETTINGS", "prompt_fim"]
 
@@ -50,8 +52,6 @@ def prompt_fim(name: str, tokenizer, setting: str = "auto"):
     are better with FIM. Serving and personalization both ask here, so an adapter learns the
     prompts it is served with.
     """
-    from .prompt import detect_fim
-
     if setting not in FIM_SETTINGS:
         raise ValueError(f"FIM setting {setting!r}: choose from {', '.join(FIM_SETTINGS)}")
     fmt = detect_fim(tokenizer.get_vocab()) if setting != "off" else None
