@@ -19,6 +19,7 @@ browser, kernel comm), so that no bad number reaches a sampler or a timer:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -110,10 +111,17 @@ def _valid_text(value: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    # Resolving the string annotations costs more than checking a whole message; the message
+    # classes never change, so once per class.
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type, obj: Any, *, path: str) -> Any:
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", f"{path} must be an object, not {type(obj).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in obj:
