@@ -55,17 +55,23 @@ class Ranked:
 def normalise(text: str) -> str:
     """What "duplicate" means: the Python tokens of ``text`` one space apart (so ``f( x )`` and
     ``f(x)`` are one candidate, and so are texts that differ in trailing blank lines); block
-    structure and string contents are kept. Text the tokenizer cannot read: runs of whitespace
-    made one space."""
+    structure and string contents are kept. Text the tokenizer cannot read (an unterminated
+    string, from where it starts): runs of whitespace made one space, so that two texts that
+    differ only after the tokenizer stopped stay two candidates."""
+    source = text.strip()
     tokens: list[str] = []
+    end = (1, 0)  # (row, col) where the last token read ended
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(text.strip()).readline):
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            end = tok.end
             if tok.type in (tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER):
                 continue
             tokens.append({tokenize.NEWLINE: "\n", tokenize.INDENT: ">", tokenize.DEDENT: "<"}.get(tok.type, tok.string))
-    except (tokenize.TokenError, SyntaxError):
-        if not tokens:
-            return " ".join(text.split())
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        lines = source.splitlines(keepends=True)
+        rest = source[sum(len(line) for line in lines[: end[0] - 1]) + end[1]:]
+        if rest.strip():
+            tokens.append(" ".join(rest.split()))
     while tokens and tokens[-1] in ("\n", "<"):
         tokens.pop()
     return " ".join(tokens)

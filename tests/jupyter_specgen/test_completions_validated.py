@@ -382,6 +382,18 @@ async def test_two_candidates_cut_back_to_one_text_are_one_item(jp_fetch, jp_ws_
     ws.close()
 
 
+async def test_of_two_copies_of_one_code_the_one_without_an_unchecked_comment_is_shown(jp_fetch, jp_ws_fetch,
+                                                                                        jp_serverapp):
+    """The likelier copy ends in a comment nothing checked: the item is the bare code, with its score."""
+    _script(jp_serverapp, ["'qzunits']  # 0x, 0.0.0. [", "'qzunits']"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = sales["))
+    frames = await _frames(ws, 1)
+    assert [(i["text"], i["score"]) for i in frames[-1]["items"]] == [("'qzunits']", 0.0)], frames[-1]
+    ws.close()
+
+
 async def test_inside_a_line_the_candidates_get_the_mid_line_token_budget(jp_fetch, jp_ws_fetch, jp_serverapp):
     """`total = sales[` is the rest of one statement: it gets `max_tokens_mid_line` tokens; the start of a
     new line gets `max_tokens`."""

@@ -69,6 +69,9 @@ def test_duplicates_after_normalising_whitespace_keep_their_best_copy():
     assert [r.index for r in ranked] == [1, 3]
     assert normalise("f( x ,y )\n\n") == normalise("f(x, y)") != normalise("f(x, 'y ')")
     assert normalise("if a:\n    b\nc") != normalise("if a:\n    b\n    c"), "block structure is kept"
+    assert normalise("x = 1  # one") == normalise("x = 1"), "a comment is not code"
+    # Where the tokenizer stops (an unterminated string), the rest still tells two texts apart.
+    assert normalise("s = '''abc") != normalise("s = '''def") and normalise("f(1, '") != normalise('f(1, "')
     with pytest.raises(ValueError, match="one verdict and one logprob per text"):
         rank(["x"], [], [0.0])
 
