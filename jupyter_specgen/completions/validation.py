@@ -38,7 +38,7 @@ from ..ranking import SHOWN, judge, meaningful, normalise
 from .ladder import ladder, parses_in_cell
 from .repair import close_brackets, opened_and_left_open, scan_brackets, trim_tail
 
-__all__ = ["Validation", "Entry", "adds_code"]
+__all__ = ["Validation", "Entry", "adds_code", "chains_an_assignment"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,54 @@ def adds_code(prefix: str, candidate: str) -> str:
     return "was only a comment" if comment else "was empty"
 
 
+def chains_an_assignment(prefix: str, candidate: str) -> str:
+    """Why ``candidate`` is not worth running ("made the line a chained assignment"), or "".
+
+    After ``due = inv.`` a weak model writes ``vat_rate = [0, 2, 2, 2]``: ``due = inv.vat_rate =
+    [0, 2, 2, 2]`` parses and runs, and overwrites the attribute the user was reading. A statement
+    whose text before the cursor already assigns (an ``=`` outside brackets and lambdas) gets no
+    second ``=`` from a completion: a chained assignment is almost never what a cursor after an
+    ``=`` asks for, and it is exactly what this junk looks like.
+    """
+    source = prefix + candidate
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    boundary = len(prefix)
+    depth, assigned, in_lambda = 0, False, False
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            start = starts[min(tok.start[0] - 1, len(starts) - 1)] + tok.start[1]
+            if tok.type == tokenize.NEWLINE or (tok.type == tokenize.OP and tok.string == ";" and depth == 0):
+                if start >= boundary:
+                    return ""  # the statement at the cursor ended without a second assignment
+                depth, assigned, in_lambda = 0, False, False
+            elif tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth = max(0, depth - 1)
+            elif tok.type == tokenize.NAME and tok.string == "lambda" and depth == 0:
+                in_lambda = True
+            elif tok.type == tokenize.OP and tok.string == "=" and depth == 0 and not in_lambda:
+                if start >= boundary and assigned:
+                    return "made the line a chained assignment"
+                assigned = assigned or start < boundary
+    except (tokenize.TokenError, SyntaxError):
+        pass  # read as far as it goes: code at the cursor is often unfinished
+    return ""
+
+
+def _has_comment(text: str) -> bool:
+    """Whether ``text`` holds a comment (read as far as the tokenizer goes)."""
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.COMMENT:
+                return True
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return False
+
+
 def _holds_code(suffix: str) -> bool:
     """Whether the text after the cursor has a line of code (not only blanks and comments)."""
     return any(line.strip() and not line.lstrip().startswith("#") for line in suffix.splitlines())
@@ -133,7 +181,7 @@ class Validation:
                               ended_by_model=candidate.finish_reason == "stop")
         if text != candidate.text:
             candidate = dataclasses.replace(candidate, text=text)
-        why = adds_code(self._prefix, candidate.text)
+        why = adds_code(self._prefix, candidate.text) or chains_an_assignment(self._prefix, candidate.text)
         if why:
             self.rejected.append(why)
             return
@@ -141,8 +189,17 @@ class Validation:
         entry = self.entries.get(key)
         if entry is not None:
             entry.indices.append(index)
-            if candidate.logprob > entry.logprob and not entry.done:  # keep the likelier copy's text and score
-                entry.text, entry.logprob, entry.adapter = candidate.text, candidate.logprob, candidate.adapter or ""
+            if not entry.done:
+                # One code, two copies: the score is the likelier copy's; the text is the one without
+                # a comment nobody checked (``'qzunits']  # 0x, 0.0.0. [`` next to ``'qzunits']``),
+                # else the likelier copy's.
+                mine, theirs = _has_comment(candidate.text), _has_comment(entry.text)
+                if mine < theirs or (mine == theirs and candidate.logprob > entry.logprob):
+                    # The runs already sent hold the other copy: its verdict is this copy's too
+                    # (the same tokens), so only the label changes.
+                    entry.runs = [candidate.text if run == entry.text else run for run in entry.runs]
+                    entry.text, entry.adapter = candidate.text, candidate.adapter or ""
+                entry.logprob = max(entry.logprob, candidate.logprob)
             return
         entry = self.entries[key] = Entry(text=candidate.text, indices=[index], logprob=candidate.logprob,
                                           adapter=candidate.adapter or "")
