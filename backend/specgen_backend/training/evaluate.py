@@ -21,7 +21,7 @@ from ..prompt import find_stop
 from .examples import TrainingExample, render
 from .train import BaseModel
 
-__all__ = ["Metrics", "edit_similarity", "load_adapters", "complete", "sample", "evaluate", "not_worse"]
+__all__ = ["ALPHA", "Metrics", "edit_similarity", "load_adapters", "complete", "sample", "evaluate", "not_worse"]
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +166,38 @@ def evaluate(base: BaseModel, adapter: Optional[str | Path], examples: Sequence[
     )
 
 
-def not_worse(new: Metrics, current: Metrics, *, tolerance: float = 1e-9) -> bool:
-    """Publish rule: no metric drops (a tie publishes: the newer data is the user's latest).
+# The publish rule's significance level: a rate is "worse" when chance alone would lose that many
+# held-out cells less often than this.
+ALPHA = 0.05
+
+
+def not_worse(new: Metrics, current: Metrics, *, tolerance: float = 1e-9, alpha: float = ALPHA) -> bool:
+    """Publish rule: the candidate's completions are no further from the targets on average, and it
+    loses no rate by more than chance explains (a tie publishes: the newer data is the user's latest).
+
+    Edit similarity is the one continuous measure (an exact match scores 1.0 in it): it may not
+    drop at all. Exact match and the executable rate count cells, and on twenty held-out cells
+    one cell that flips is 0.05 of either: the strict rule ("no metric drops") refused adapters
+    whose edit similarity rose from 0.41 to 0.69 because one exact match turned into a near
+    miss. A rate is worse only when the cells it lost are significant under a one-sided sign
+    test. The rates carry no per-cell pairing, so the test assumes the fewest changed cells
+    that give the drop (all lost, none gained): that is the smallest p-value the drop could
+    have, so the rule refuses at least whenever the paired test would. At ``alpha`` 0.05 that
+    is five cells or more (0.5**5 = 0.031); a rate on fewer evaluable cells than ``count`` is
+    counted over ``count``, which overstates its loss, never understates it.
 
     The executable rate counts when both sides have one.
     """
-    ok = (new.exact_match >= current.exact_match - tolerance
-          and new.edit_similarity >= current.edit_similarity - tolerance)
+    if new.edit_similarity < current.edit_similarity - tolerance:
+        return False
+    rates = [(new.exact_match, current.exact_match)]
     if new.executable_rate is not None and current.executable_rate is not None:
-        ok = ok and new.executable_rate >= current.executable_rate - tolerance
-    return ok
+        rates.append((new.executable_rate, current.executable_rate))
+    n = max(new.count, current.count, 1)
+    return not any(_significant_loss(round((was - now) * n), alpha) for now, was in rates)
+
+
+def _significant_loss(cells: int, alpha: float) -> bool:
+    """Whether losing ``cells`` held-out cells and gaining none is unlikely by chance: a one-sided
+    sign test on ``cells`` changed cells, all of them lost (p = 0.5 ** cells)."""
+    return cells > 0 and 0.5 ** cells <= alpha
