@@ -103,7 +103,14 @@ def test_cli_download_shows_a_bar_and_resumes_after_ctrl_c(hub):
     """``specgen-backend download``: a tqdm bar; Ctrl+C exits 130 keeping the partial; run again, it finishes with less."""
     env = {**os.environ}
     cmd = [sys.executable, "-m", "specgen_backend", "download", REPO]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    # A terminal's Ctrl+C: the child must not inherit an ignored SIGINT. A test run started in the
+    # background of a shell (``bash .ci/run &``) ignores it, an ignored signal stays ignored across
+    # exec, and Python then never raises KeyboardInterrupt: the download ran to its end.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 60
     while hub.sent < 64 << 10 and time.monotonic() < deadline:
         time.sleep(0.02)
