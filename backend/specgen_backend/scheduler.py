@@ -416,6 +416,9 @@ class Scheduler:
     def _decode(self, tokens) -> None:
         import torch
 
+        from .kv_room import with_room
+
+        with_room(self._cache)  # decode into spare room, not a copy of the cache per token (kv_room.py)
         device = self.engine.loaded.device
         positions = self._mask.sum(dim=1, keepdim=True)  # (B, 1): the row's count of real tokens
         self._mask = torch.cat([self._mask, torch.ones_like(positions)], dim=1)  # (B, L + 1)
