@@ -81,6 +81,7 @@ class Site:
     typed: str = ""  # what the user typed of the head (an identifier, or a quote and the start of a label)
     given: tuple[str, ...] = ()  # parameter: keyword arguments already in the call
     accessor: str = ""  # column: "loc" for ``expr.loc[:, `` (``expr`` is then the frame)
+    in_list: bool = False  # column: inside a list of labels (``df[['a', ``)
     positional: int = 0  # parameter: positional arguments already in the call (-1: unknown)
     keyword: str = ""  # name: the keyword whose value is at the cursor (``y`` in ``df.plot(y=``)
     note: str = ""  # why nothing is constrained (kind "")
@@ -463,7 +464,7 @@ def _subscript_site(stmt: list[_Tok], top: int, items: list[str], match: dict[in
             return Site("column", expr=expr[:accessor.start()], accessor="loc")
         return None
     if not items and (in_list or top == len(stmt) - 1):
-        return Site("column", expr=expr)
+        return Site("column", expr=expr, in_list=in_list)
     return None
 
 
@@ -547,6 +548,9 @@ class _Raw:
     # first as positional-or-keyword: the positional arguments written fill those in order
     positional_only: int = 0
     positional_or_keyword: int = 0
+    var_positional: bool = False  # parameter: the callable takes ``*args``
+    # column: a frame's plain ``[`` with flat column labels: after the label only ``]`` can come
+    closes: bool = False
     # parameter: the column labels of the frame the callable is a method of (``df.groupby(``,
     # ``df.plot(x=``): its arguments are so often labels that they are heads as well
     labels: list[str] = field(default_factory=list)
@@ -683,7 +687,9 @@ def _collect(pending: Pending) -> Answer:
                    required=bool(report.get("required", True)), soft=bool(report.get("soft", False)),
                    note=str(report.get("note", "")) or "evaluated in a fork",
                    positional_only=int(report.get("positional_only", 0) or 0),
-                   positional_or_keyword=int(report.get("positional_or_keyword", 0) or 0))
+                   positional_or_keyword=int(report.get("positional_or_keyword", 0) or 0),
+                   var_positional=bool(report.get("var_positional", False)),
+                   closes=bool(report.get("closes", False)))
     if pending.cache is not None:
         pending.cache[pending.key] = raw  # a failure too: the next keystroke does not fork again for it
     return _final(raw, site, pending.names, pending.max_names)
@@ -711,7 +717,8 @@ def _child_main(node: ast.expr, namespace: Mapping[str, Any], site: Site, timeou
             raw = _raw(site, value, max_names, in_fork=True)
             report = {"kind": raw.kind, "names": raw.names, "required": raw.required, "soft": raw.soft,
                       "note": raw.note or "evaluated in a fork", "positional_only": raw.positional_only,
-                      "positional_or_keyword": raw.positional_or_keyword}
+                      "positional_or_keyword": raw.positional_or_keyword, "var_positional": raw.var_positional,
+                      "closes": raw.closes}
         except BaseException as exc:  # noqa: BLE001 - report whatever happened
             report = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         data = json.dumps(report, default=str).encode("utf-8", "replace")
@@ -731,21 +738,41 @@ def _final(raw: _Raw, site: Site, extra: list[str], max_names: int) -> Answer:
         # ``f(1, 2, `` has filled the first positional parameters: naming them again is a TypeError
         names = names[min(site.positional - raw.positional_only, raw.positional_or_keyword):]
     names = [n for n in names if n.startswith(site.typed)]
+    if raw.kind == "column" and raw.closes and not site.in_list:
+        # ``df['a', 'B']`` is a KeyError on flat columns: the head is the label and its ``]``, or the
+        # model goes on ``'temp_c', "B", "B"`` after the right label and the whole is never shown.
+        names = [n + "]" for n in names]
     if raw.kind == "attribute" and not site.typed.startswith("_") and any(not n.startswith("_") for n in names):
         # As IPython and Jedi complete: private and dunder attributes once a ``_`` is typed. A weak
         # model held to every attribute picks ``__class__`` after ``inv.`` as often as anything.
         names = [n for n in names if not n.startswith("_")]
     required = raw.required or (raw.soft and bool(site.typed))
     if raw.kind == "parameter":
-        # A positional argument may come instead of a keyword: the names at an expression's start too.
         names = [n for n in names if n[:-1] not in site.given]
         slot = site.positional - raw.positional_only
-        if 0 <= slot < raw.positional_or_keyword and raw.names[slot][:-1] in _LABEL_PARAMETERS:
-            names += [n for n in raw.labels if n.startswith(site.typed)]  # ``df.groupby(`` fills ``by``
-        names += [n for n in extra if n not in names]
-        required = False
+        if _keyword_only_here(raw, site):
+            # No positional argument can come: every positional parameter is filled and there is no
+            # ``*args`` (``smooth(wave, `` of ``smooth(x, *, window_len=5)``: "takes 1 positional
+            # argument but 2 were given"), or a keyword was given already ("positional argument
+            # follows keyword argument"). The argument must begin with a keyword's name.
+            required = bool(names)
+        else:
+            # A positional argument may come instead of a keyword: the names at an expression's start too.
+            if 0 <= slot < raw.positional_or_keyword and raw.names[slot][:-1] in _LABEL_PARAMETERS:
+                names += [n for n in raw.labels if n.startswith(site.typed)]  # ``df.groupby(`` fills ``by``
+            names += [n for n in extra if n not in names]
+            required = False
     return _limit(Answer(raw.kind, list(dict.fromkeys(names)), typed=site.typed, required=required,
                          note=raw.note), max_names)
+
+
+def _keyword_only_here(raw: _Raw, site: Site) -> bool:
+    """Whether the argument at the cursor can only be a keyword argument (see ``_final``)."""
+    if site.positional < 0:  # ``f(*xs, ``: how many positions are filled is not known
+        return False
+    if site.given:
+        return True
+    return not raw.var_positional and site.positional - raw.positional_only >= raw.positional_or_keyword
 
 
 def _root(node: ast.expr) -> Optional[str]:
@@ -902,12 +929,14 @@ def _literals(label: Any) -> list[str]:
 
 def _columns(site: Site, value: Any, max_names: int) -> _Raw:
     pd = sys.modules.get("pandas")
-    soft = False
+    soft = closes = False
     loc = site.accessor == "loc"
     if pd is not None and isinstance(value, pd.DataFrame):
         labels = _labels(value.columns, max_names)
+        closes = not loc and not isinstance(value.columns, pd.MultiIndex)
     elif pd is not None and not loc and type(value).__name__ == "DataFrameGroupBy":
         labels = _labels(getattr(value, "obj").columns, max_names)
+        closes = not isinstance(getattr(value, "obj").columns, pd.MultiIndex)
     elif pd is not None and isinstance(value, pd.Series):
         if isinstance(value.index, pd.RangeIndex):
             return _Raw("", note="a Series with a range index: positions, not labels")
@@ -919,7 +948,7 @@ def _columns(site: Site, value: Any, max_names: int) -> _Raw:
     if labels is None:
         return _Raw("", note=f"more than {max_names} labels")
     # A frame's ``[`` takes a label; a dict's or Series' may take a variable: held once a quote is typed.
-    return _Raw("column", list(dict.fromkeys(labels)), required=not soft, soft=soft)
+    return _Raw("column", list(dict.fromkeys(labels)), required=not soft, soft=soft, closes=closes)
 
 
 def _parameters(value: Any) -> _Raw:
@@ -934,7 +963,8 @@ def _parameters(value: Any) -> _Raw:
     return _Raw("parameter", [p.name + "=" for p in params
                               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)],
                 required=False, positional_only=kinds.count(inspect.Parameter.POSITIONAL_ONLY),
-                positional_or_keyword=kinds.count(inspect.Parameter.POSITIONAL_OR_KEYWORD))
+                positional_or_keyword=kinds.count(inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                var_positional=inspect.Parameter.VAR_POSITIONAL in kinds)
 
 
 # pandas' parameters that take column labels: at their place in a frame method's call, a string

@@ -220,7 +220,7 @@ async def test_with_validation_off_candidates_are_shown_not_validated_with_the_r
 
 
 async def test_the_frames_columns_reach_the_backend_as_the_constraint(jp_fetch, jp_ws_fetch, jp_serverapp):
-    """After `sales[` the backend is asked to hold the head to the live frame's column labels."""
+    """After `sales[` the backend is asked to hold the head to the live frame's column labels (and the `]`)."""
     backend = _script(jp_serverapp, ["'qzunits']"])
     kernel_id = await _kernel(jp_fetch, jp_serverapp)
     ws = await _open(jp_ws_fetch)
@@ -228,7 +228,7 @@ async def test_the_frames_columns_reach_the_backend_as_the_constraint(jp_fetch, 
     done = (await _frames(ws, 1))[-1]
     constraint = backend.calls[-1]["constraint"]
     assert constraint is not None and constraint.kind == "column", constraint
-    assert {"'qzunits'", "'qzprice'"} <= set(constraint.names), constraint
+    assert {"'qzunits']", "'qzprice']"} <= set(constraint.names), constraint
     assert [i["text"] for i in done["items"]] == ["'qzunits']"]
     ws.close()
 

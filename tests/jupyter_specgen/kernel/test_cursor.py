@@ -106,14 +106,18 @@ async def test_a_call_is_evaluated_in_the_fork_and_leaves_the_kernel_as_it_was(k
 
 
 async def test_column_labels_of_the_live_frame(kernel, links):
-    """`sales[`, `sales['un` and `sales.loc[:, ` give the frame's labels as literals; a dict gives its keys."""
+    """`sales[`, `sales['un` and `sales.loc[:, ` give the frame's labels as literals; a dict gives its keys.
+    After a plain `[` of a frame with flat columns only `]` can follow a label, so the head ends with it;
+    after `.loc[:, ` (a slice may follow), in a list of labels, and for a dict's keys it does not."""
     reply = await at(kernel, links, "sales[")
     assert reply.kind == "column" and reply.required
-    assert {"'units'", '"units"', "'region'", "'unit_price'", "3"} <= set(reply.names)
+    assert {"'units']", '"units"]', "'region']", "'unit_price']", "3]"} <= set(reply.names)
     typed = await at(kernel, links, "total = sales['un")
-    assert (typed.typed, sorted(typed.names)) == ("'un", ["'unit_price'", "'units'"])
+    assert (typed.typed, sorted(typed.names)) == ("'un", ["'unit_price']", "'units']"])
     loc = await at(kernel, links, "sales.loc[:, ")
-    assert set(loc.names) == set(reply.names)
+    assert {n + "]" for n in loc.names} == set(reply.names)
+    listed = await at(kernel, links, "sales[['region', ")
+    assert set(listed.names) == set(loc.names)
     keys = await at(kernel, links, "inventory['")
     assert keys.kind == "column" and sorted(keys.names) == ["'apples'", "'pears'"]
 

@@ -51,6 +51,29 @@ def test_given_keywords_and_bound_names():
     assert {"a", "b", "r", "g", "p", "q", "k", "np"} <= bound and "df" not in bound
 
 
+def test_where_no_positional_argument_can_come_the_argument_must_begin_with_a_keyword():
+    """Positions filled and no ``*args``, or a keyword given already: a positional argument there is a
+    TypeError or a SyntaxError, so the keywords left are required heads; where a position is open, not."""
+    def smooth(x, *, window_len=5, mode="same"):
+        return x
+
+    def spread(x, *rest, k=1):
+        return x
+
+    def g(a, b=1, *, c=2):
+        return a
+
+    ns = {"smooth": smooth, "spread": spread, "g": g, "wave": [1.0]}
+    answer = lambda before: cursor.names_at(ns, before, may_fork=False)  # noqa: E731
+    for before, names in [("smoothed = smooth(wave, ", ["window_len=", "mode="]), ("g(1, 2, ", ["c="]),
+                          ("g(a=1, ", ["b=", "c="]), ("g(1, c=0, ", ["b="])]:
+        got = answer(before)
+        assert (got.kind, got.required, got.names) == ("parameter", True, names), before
+    for before in ["smooth(", "spread(wave, ", "g(1, ", "smooth(*xs, "]:
+        got = answer(before)
+        assert got.kind == "parameter" and not got.required and "wave" in got.names, before
+
+
 def test_locate_survives_random_fragments():
     """Thousands of random fragment soups: always a Site and an Answer, never an exception."""
     parts = ["sales", ".", "(", ")", "[", "]", "'", '"', "'''", "#", "\n", "    ", ",", "=", ":", "lambda",
@@ -92,3 +115,17 @@ def test_cursor_messages_round_trip():
     assert decode(to_data(request)) == request and decode(to_data(reply)) == reply
     with pytest.raises(ProtocolError):
         decode(to_data(reply) | {"kind": "anything"})
+
+
+def test_a_flat_frames_label_head_ends_with_its_bracket_but_a_multiindex_one_does_not():
+    """``df['a', 'B']`` is a KeyError on flat columns (the head is ``'a']``) and a real key on
+    MultiIndex columns (the head stays ``('a', 'x')`` and more may follow)."""
+    pd = pytest.importorskip("pandas")
+    flat = pd.DataFrame({"temp_c": [1.0], "rain_mm": [2.0]})
+    wide = pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples([("a", "x"), ("a", "y")]))
+    ns = {"flat": flat, "wide": wide, "g": flat.groupby("temp_c")}
+    assert set(cursor.names_at(ns, "mean_temp = flat[", may_fork=False).names) == \
+        {"'temp_c']", '"temp_c"]', "'rain_mm']", '"rain_mm"]'}
+    assert "'rain_mm']" in cursor.names_at(ns, "g[", may_fork=False).names
+    assert cursor.names_at(ns, "wide[", may_fork=False).names == ["('a', 'x')", "('a', 'y')"]
+    assert "'temp_c'" in cursor.names_at(ns, "flat.loc[:, ", may_fork=False).names
