@@ -66,6 +66,10 @@ class CompletionsWebSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     def open(self, *args, **kwargs):
         super().open(*args, **kwargs)
+        # Frames are small and each one matters now (progress, then the ghost text a few ms
+        # later). Without TCP_NODELAY the second waits for the ACK of the first: Nagle's
+        # algorithm against the peer's delayed ACK held every request's frames ~40 ms.
+        self.set_nodelay(True)
         self.service.ensure_started()
         self.service.subscribe(self)
         self.send(self.service.browser_status())

@@ -55,6 +55,18 @@ async def test_extension_is_enabled(jp_serverapp):
     assert _service(jp_serverapp).process is not None
 
 
+async def test_the_tabs_websocket_sends_each_frame_at_once(jp_serverapp, jp_ws_fetch, tiny_model):
+    """TCP_NODELAY on the server's end of a tab's websocket: the ghost text right after a progress
+    frame is not held back for the ACK of the frame before it (Nagle against delayed ACKs)."""
+    import socket
+
+    ws, _ = await _open(jp_ws_fetch)
+    (handler,) = _service(jp_serverapp)._subscribers
+    sock = handler.ws_connection.stream.socket
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    ws.close()
+
+
 async def test_complete_streams_chunks_and_ends_with_done(jp_serverapp, jp_ws_fetch, tiny_model):
     """A request with stream=true gets raw chunks, then a final `done`; without a kernel its items are
     shown "not_validated", saying why."""
