@@ -11,7 +11,9 @@ and requests carry their own masks, or none):
   text and what was generated), a number literal with a second dot (``0.0.0``), two commas in a
   row (or a comma right after an opening bracket), or a run of more than ``MAX_OPERATOR_RUN``
   operator characters with no space (``,,,``, ``====``; Python's longest operators are three
-  characters: ``**=``, ``...``, ``>>=``).
+  characters: ``**=``, ``...``, ``>>=``); and in a statement that already assigns, no second
+  ``=`` and no comma outside brackets (a chained assignment that overwrites what the line
+  reads, a tuple of the value and junk).
 
 Both come from a ``TokenTable``: the text each token id adds to a completion, with indices over
 it, built once per model (``Engine.token_table``) in vectorised form so that a step costs a few
@@ -372,6 +374,8 @@ class TokenTable:
         self.relevant = torch.tensor(relevant, dtype=torch.long)  # (R,) token ids
         bans = [[False] * count for _ in number]
         lead_comma = [False] * count
+        eq_inner, eq_lead = [False] * count, [False] * count  # see _assignment_at
+        top_comma = [False] * count  # a comma outside any bracket the token opens (before a quote or #)
         for state in _STATES:
             sig, bad, lead = [0] * count, [False] * count, [0] * count
             # Inside a string only a token that can end it (its quote, a backslash, a newline) has
@@ -389,6 +393,9 @@ class TokenTable:
                 bad[j], lead[j] = inner_bad, lead_ops
                 if state == "code":
                     lead_comma[j] = text.lstrip(" \t").startswith(",")
+                    at = _assignment_at(text)
+                    eq_lead[j], eq_inner[j] = at == 0, at > 0
+                    top_comma[j] = _top_level_comma(text)
                     for ban, pattern in zip(bans, number):
                         ban[j] = pattern.match(text) is not None
             self.syntax[state] = _Syntax(
@@ -396,6 +403,9 @@ class TokenTable:
             )  # each (R,)
         self.number_bans = [torch.tensor(ban, dtype=torch.bool) for ban in bans]  # (R,) each; see _number_state
         self.lead_comma = torch.tensor(lead_comma, dtype=torch.bool)  # (R,)
+        self.eq_inner = torch.tensor(eq_inner, dtype=torch.bool)  # (R,): assigns wherever it comes
+        self.eq_lead = torch.tensor(eq_lead, dtype=torch.bool)  # (R,): assigns unless after an operator
+        self.top_comma = torch.tensor(top_comma, dtype=torch.bool)  # (R,)
         self.signatures = sorted(signatures, key=signatures.get)  # index -> closers
 
     def syntax_banned(self, scanner: CodeScanner):
@@ -411,6 +421,8 @@ class TokenTable:
             min(scanner.run, MAX_OPERATOR_RUN + 1) if code else 0,
             code and bool(scanner.last) and scanner.last in ",([{",
             _number_state(scanner.tail) if code else 0,
+            code and not scanner.stack and scanner.assigns,
+            code and scanner.unpacks,
             tuple(scanner.stack[-_MAX_CLOSERS:]),
         )
         banned_ids = self._syntax_cache.get(key)
@@ -426,6 +438,18 @@ class TokenTable:
                 banned |= self.lead_comma
             if key[3]:
                 banned |= self.number_bans[key[3] - 1]
+            if key[4]:
+                # The statement assigns already: no second ``=`` outside brackets (``due =
+                # inv.vat_rate = [0, 2]`` overwrites what the user was reading). A token that begins
+                # with ``=`` right after an operator character makes ``==``, ``<=``: not banned.
+                banned |= self.eq_inner
+                if key[1] == 0:
+                    banned |= self.eq_lead
+                # Nor a comma outside brackets: it makes the value a tuple, and after ``x =
+                # df.name.str.`` that is ``fullmatch, 'B', 'B'``, which runs and means nothing.
+                # Unless the targets are a tuple too (``a, b = b, a``).
+                if not key[5]:
+                    banned |= self.top_comma
         banned_ids = self.relevant[banned]
         if len(self._syntax_cache) > 4096:
             self._syntax_cache.clear()
@@ -445,6 +469,43 @@ class TokenTable:
 
 
 _SPECIAL_CHARS = frozenset("()[]{}'\"#.") | OPERATOR_CHARS
+
+
+def _assignment_at(text: str) -> int:
+    """Where token ``text`` (read in code) has an assignment ``=`` outside any bracket it opens:
+    not part of ``==``, ``<=``, ``:=``, ``+=``..., before any quote or ``#``; -1 when it has none.
+    A ``=`` at 0 may still join an operator the text before the token ends in."""
+    depth = 0
+    for j, ch in enumerate(text):
+        if ch in "'\"#":
+            return -1
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "=" and depth <= 0:
+            if text[j + 1: j + 2] == "=":
+                return -1  # ``==`` (what follows it is another matter: rare in one token)
+            if j == 0 or text[j - 1] not in "=<>!:+-*/%@&|^":
+                return j
+            return -1
+    return -1
+
+
+def _top_level_comma(text: str) -> bool:
+    """Whether token ``text`` (read in code) has a comma outside any bracket it opens, before any
+    quote or ``#``."""
+    depth = 0
+    for ch in text:
+        if ch in "'\"#":
+            return False
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth <= 0:
+            return True
+    return False
 
 
 def _closes(sig: tuple[str, ...], stack: tuple[str, ...]) -> bool:

@@ -262,6 +262,8 @@ def find_stop(text: str, stops: Sequence[str]) -> int:
 # Characters of Python's operators and delimiters, brackets and quotes aside (runs of them are
 # what the decoding masks bound).
 OPERATOR_CHARS = frozenset("+-*/%@&|^~<>=!.,:;")
+# Characters that make one operator with a ``=`` right after them (``==``, ``<=``, ``:=``, ``+=``).
+_JOINS_EQUALS = frozenset("=<>!:+-*/%@&|^")
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 
@@ -292,6 +294,11 @@ class CodeScanner:
         # string, three open a triple-quoted one; the next character decides.
         self._pending = ""
         self._closing = 0  # quote characters in a row inside a triple-quoted string
+        # The statement has assigned (an ``=`` outside brackets, not part of ``==``, ``<=``, ``:=``,
+        # ``+=``...); ``_eq``: a ``=`` just read that is one unless a second ``=`` follows.
+        self.assigned = False
+        self._eq = False
+        self.unpacks = False  # a comma outside brackets before the statement's ``=``: ``a, b = ``
 
     def copy(self) -> "CodeScanner":
         other = CodeScanner.__new__(CodeScanner)
@@ -329,11 +336,29 @@ class CodeScanner:
             self.run = self.run + 1 if ch in OPERATOR_CHARS else 0
         self.tail = (self.tail + ch)[-32:]
 
+    @property
+    def assigns(self) -> bool:
+        """Whether the statement read so far assigns outside brackets (``due = inv.``)."""
+        return self.assigned or self._eq
+
     def _end_of_line(self) -> bool:
         self.run, self.tail = 0, ""
         # After a block header (``for x in y:``) the statement goes on into its body: the end is
         # the end of the body's first line, not an empty suggestion at the end of the header.
+        if not self.stack:
+            self.assigned = self._eq = self.unpacks = False
         return not self.stack and self.last != ":"
+
+    def _assignment_char(self, ch: str) -> None:
+        if self._eq:
+            self._eq = False
+            self.assigned = self.assigned or ch != "="
+        if ch == ";" and not self.stack:
+            self.assigned = self.unpacks = False
+        elif ch == "," and not self.stack and not self.assigns:
+            self.unpacks = True
+        elif ch == "=" and not self.stack and not (self.run and self.last in _JOINS_EQUALS):
+            self._eq = True
 
     def _step(self, ch: str) -> bool:
         if self._pending:
@@ -386,6 +411,7 @@ class CodeScanner:
             return False
         if ch == "\n":
             return self._end_of_line()
+        self._assignment_char(ch)
         if ch in _OPENERS:
             self.stack.append(ch)
         elif ch in _CLOSERS and _CLOSERS[ch] in self.stack:

@@ -202,6 +202,23 @@ def test_syntax_mask_refuses_what_python_cannot_tokenize(table):
     assert _allowed(table, "x = 1  # ", "))")  # inside a comment: no rule
 
 
+def test_a_statement_that_assigns_gets_no_second_assignment_nor_a_tuple(table):
+    """After ``due = inv.vat_rate`` no ``=`` outside brackets (``due = inv.vat_rate = [0, 2]`` would
+    overwrite what the line reads); the first assignment, ``==``, a keyword argument and the next
+    statement may still have one."""
+    assert not _allowed(table, "due = inv.vat_rate", " =") and not _allowed(table, "due = inv.vat_rate ", "=")
+    assert not _allowed(table, "n = flags['is_dog'];m = flags['is_cat']", " =")
+    assert _allowed(table, "inv.vat_rate", " =")  # the statement's first assignment
+    assert _allowed(table, "ok = x =", "=") and _allowed(table, "ok = x ", "==")  # a comparison
+    assert _allowed(table, "due = f(a", "=")  # a keyword argument
+    assert _allowed(table, "a = 1\nb", " =") and _allowed(table, "a = 1; b", " =")  # the next statement
+    assert _allowed(table, "s = 'a", " =")  # inside a string: text
+    # No comma outside brackets either: ``x = df.name.str.fullmatch, 'B'`` is a tuple of junk.
+    assert not _allowed(table, "x = df.name.str.fullmatch", ",") and not _allowed(table, "x = 1", ",")
+    assert _allowed(table, "x = f(a", ",") and _allowed(table, "df.a", ",") and _allowed(table, "x = [1", ",")
+    assert _allowed(table, "a, b = b", ",") and not _allowed(table, "a, b = b, a\nc = d", ",")  # unpacking
+
+
 def test_mid_line_and_statement_end():
     """Mid-line completions stop at a newline outside brackets and strings; not at one inside an open paren."""
     assert mid_line(CompletionContext(prefix="x = ")) and mid_line(CompletionContext(prefix="", suffix=")"))
