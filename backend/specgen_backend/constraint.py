@@ -579,6 +579,12 @@ class HeadGuide:
         self.table = table
         self.rests = _rests(constraint)
         self.optional = _optional(constraint)
+        # The rests of the preferred heads (those that are heads at all).
+        named = {rest for rest, _ in self.rests}
+        typed = constraint.typed
+        self.preferred = [h[len(typed):] for h in dict.fromkeys(constraint.preferred)
+                          if isinstance(h, str) and h.startswith(typed) and h[len(typed):] in named]
+        self.steered = None  # the row (engine._Row) steered to ``preferred``
         self._cache: dict[tuple[bool, str], Rule] = {}
 
     def rule(self, undecided: bool, body: str) -> "Rule":

@@ -277,6 +277,7 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
     """
     import torch
 
+    _steer_first(states[0], logits[0], tokens, logprobs, texts)
     groups: dict[tuple, list[int]] = {}
     for k, state in enumerate(states):
         guide = state.guide
@@ -312,6 +313,44 @@ def _spread_heads(states: list["_Row"], logits, tokens, logprobs, texts: list[st
 
 
 SPREAD_TOKENS = 16  # most likely tokens a row looks through for a head no earlier row took
+STEER_TOKENS = 4096  # most likely allowed tokens the first row looks through for a preferred head
+
+
+def _steer_first(state: "_Row", row, tokens, logprobs, texts: list[str]) -> None:
+    """A request's first row, while its required head is pending, takes the most likely allowed
+    token on the way to a head the notebook's words name (``Constraint.preferred``), when the
+    token it sampled leads to none of them (in place; its logprob becomes that token's).
+
+    The weak model picks among live names almost at random, and ranking can prefer the head the
+    user named only if some row wrote it: this makes one row write it. ``_spread_heads`` runs
+    after, so the other rows spread over the heads this one leaves.
+    """
+    import torch
+
+    guide = state.guide
+    if state.done or guide is None or guide.heads is None or guide.mode != "pending" or not guide.heads.preferred:
+        return
+    if guide.heads.steered is None:
+        guide.heads.steered = state  # the row steered from the first step on; once it is done, none is
+    if guide.heads.steered is not state:
+        return
+    preferred = guide.heads.preferred
+
+    def leads(token: int) -> bool:
+        piece = texts[token]
+        if piece is None:
+            return False
+        text = guide.body + piece
+        return any(p.startswith(text) or text.startswith(p) for p in preferred)
+
+    if leads(int(tokens[0])):
+        return
+    finite = int(torch.isfinite(row).sum())  # the tokens the row's masks allow (a pending head: few)
+    for other in torch.topk(row, min(finite, STEER_TOKENS)).indices.tolist():
+        if leads(other):
+            tokens[0] = other
+            logprobs[0] = torch.log_softmax(row.float(), dim=-1)[other]
+            return
 
 
 def _end_token_ids(loaded: LoadedModel) -> set[int]:

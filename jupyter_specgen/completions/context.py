@@ -26,13 +26,16 @@ from ..kernel.messages import CursorReply, Spec
 from ..kernel_client import KernelLinks
 from ..prompt_specs import schema_after_cells, spec_block
 from ..protocol import Complete
+from .relevance import Intent, relevance
 
-__all__ = ["Grounding", "ground", "grounded_context", "constraint_from_cursor"]
+__all__ = ["Grounding", "ground", "grounded_context", "constraint_from_cursor", "preferred_heads"]
 
 log = logging.getLogger(__name__)
 
 # Beyond its budget, a kernel question gets this much more for the round trip.
 _SLACK_S = 0.3
+# More heads than this named equally well by the notebook's words: none is preferred.
+MAX_PREFERRED = 8
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Grounding:
 
 
 async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: Optional[str], *,
-                 kernel_specs: bool, constrain: bool, budget_ms: int) -> Grounding:
+                 kernel_specs: bool, constrain: bool, budget_ms: int, intent: Optional[Intent] = None) -> Grounding:
     """The context with the kernel's specs rendered in, and the constraint at the cursor."""
     cells = list(request.cells)
     plain = CompletionContext(prefix=request.prefix, suffix=request.suffix, cells=cells, active=request.active)
@@ -68,7 +71,7 @@ async def ground(request: Complete, kernels: Optional[KernelLinks], kernel_id: O
                                              budget_ms=budget_ms), timeout)
 
     reply, at_cursor = await asyncio.gather(specs(), cursor())
-    constraint = constraint_from_cursor(at_cursor) if at_cursor is not None else None
+    constraint = constraint_from_cursor(at_cursor, intent) if at_cursor is not None else None
     if reply is None or not reply.specs:
         return Grounding(context=plain, constraint=constraint, cursor=at_cursor)
     context = grounded_context(plain, reply.specs)
@@ -89,14 +92,28 @@ def grounded_context(context: CompletionContext, specs: Sequence[Spec]) -> Compl
                              preamble=spec_block(specs))
 
 
-def constraint_from_cursor(reply: Optional[CursorReply]) -> Optional[Constraint]:
+def constraint_from_cursor(reply: Optional[CursorReply], intent: Optional[Intent] = None) -> Optional[Constraint]:
     """The backend ``Constraint`` for the kernel's answer about the cursor; None when there is
-    nothing to hold the decoder to (no names, or the cursor is not at an identifier)."""
+    nothing to hold the decoder to (no names, or the cursor is not at an identifier). With the
+    notebook's ``intent``, a required head's ``preferred`` are the heads it names best."""
     if reply is None:
         return None
     if not reply.names or reply.kind not in ("attribute", "column", "parameter", "name"):
         return None  # kind "": the kernel found nothing to hold the cursor to (``reply.note`` says why)
-    return Constraint(kind=reply.kind, names=list(reply.names), typed=reply.typed, required=reply.required)
+    preferred = preferred_heads(reply.names, intent) if reply.required and intent is not None else []
+    return Constraint(kind=reply.kind, names=list(reply.names), typed=reply.typed, required=reply.required,
+                      preferred=preferred)
+
+
+def preferred_heads(names: Sequence[str], intent: Intent, *, most: int = MAX_PREFERRED) -> list[str]:
+    """The heads whose words the intent names most (``relevance``), none when no head is named or
+    when more than ``most`` tie: words that fit that many heads tell none of them apart."""
+    scores = [relevance(name, intent) for name in names]
+    best = max(scores, default=0)
+    if best <= 0:
+        return []
+    preferred = [name for name, score in zip(names, scores) if score == best]
+    return preferred if len(preferred) <= most else []
 
 
 async def _bounded(awaitable, timeout_s: float):

@@ -72,8 +72,9 @@ async def complete(
     kernel_id = request.kernel_id if kernels is not None else None
     if kernel_id:
         send(Progress(reply_to=request.id, stage="specs"))
+    intent = intent_of(request.prefix, _markdown_above(request))
     grounding = await ground(request, kernels, kernel_id, kernel_specs=settings.kernel_specs,
-                             constrain=settings.constrain, budget_ms=settings.specs_budget_ms)
+                             constrain=settings.constrain, budget_ms=settings.specs_budget_ms, intent=intent)
 
     grounded = time.perf_counter()
     run, why_not = _runner(request, kernels, kernel_id, settings)
@@ -98,7 +99,6 @@ async def complete(
         validation.cancel()
 
     shown = [e for e in entries if e.shown]
-    intent = intent_of(request.prefix, _markdown_above(request))
     ranked = rank([e.text for e in shown], [e.verdict for e in shown], [e.logprob for e in shown],
                   relevance=[relevance(e.text, intent) for e in shown], accepted=accepted)
     items = [Item(text=r.text, verdict=r.item_verdict, detail=r.detail, score=r.logprob, adapter=shown[r.index].adapter)

@@ -345,6 +345,27 @@ def test_rows_of_one_request_spread_over_the_heads(scheduler):
     assert all(math.isfinite(c.logprob) for c in candidates)
 
 
+def test_the_first_row_writes_the_head_the_notebook_names(scheduler):
+    """With ``preferred`` heads (those the notebook's words name), row 0 writes one of them even
+    where the model would write another, and the other rows still spread over different heads."""
+    ctx = CompletionContext(prefix="total = frame['")
+    plain = Constraint(kind="column", names=COLUMNS[:3], typed="'")
+    greedy = _run(scheduler, [Generate(id="g", user="u", context=ctx, n=3, max_tokens=24, constraint=plain)])["g"][0]
+
+    def head(candidate):
+        return next(c for c in COLUMNS[:3] if ("'" + candidate.text).startswith(c))
+
+    unliked = head(greedy[-1])  # the head the model likes least of the three
+    assert head(greedy[0]) != unliked
+    steered = Constraint(kind="column", names=COLUMNS[:3], typed="'", preferred=[unliked])
+    candidates, error = _run(scheduler, [Generate(id="s", user="u", context=ctx, n=3, max_tokens=24,
+                                                  constraint=steered)])["s"]
+    assert error is None
+    heads = [head(c) for c in candidates]
+    assert heads[0] == unliked and len(set(heads)) == 3, heads
+    assert all(math.isfinite(c.logprob) for c in candidates)
+
+
 def test_rows_that_meet_on_a_token_without_text_are_left_alone():
     """Two rows at an open head that both take a token with no text (an end, a part of a character)
     keep it, and a row pushed off a taken head is never pushed to such a token: the spread reads
@@ -352,7 +373,7 @@ def test_rows_that_meet_on_a_token_without_text_are_left_alone():
     from types import SimpleNamespace
 
     texts = [None, "a", "b", None]  # 0 and 3: tokens without a text
-    heads = SimpleNamespace(rests=[("a", True), ("b", True)])
+    heads = SimpleNamespace(rests=[("a", True), ("b", True)], preferred=[])
 
     def rows(count):
         return [SimpleNamespace(done=False, ids=[7], guide=SimpleNamespace(heads=heads, mode="pending", body="")) for _ in range(count)]

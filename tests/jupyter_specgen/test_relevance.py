@@ -38,3 +38,24 @@ def test_relevance_orders_after_the_verdict_and_before_the_likelihood():
     ranked = rank(texts, [ran, ran, incomplete], [-0.1, -2.0, -0.5], relevance=[0, 1, 1])
     assert [r.text for r in ranked] == ["'temp_c']", "'rain_mm']", "'temp_c'"]
     assert [r.text for r in rank(texts[:2], [ran, ran], [-0.1, -2.0])] == ["'rain_mm']", "'temp_c']"]
+
+
+def test_the_heads_the_intent_names_best_are_preferred_in_the_constraint():
+    """The backend steers one row to ``Constraint.preferred``: the heads the notebook's words name
+    best, for a required head only, and none when the words fit too many heads to tell them apart."""
+    from jupyter_specgen.completions.context import MAX_PREFERRED, constraint_from_cursor, preferred_heads
+    from jupyter_specgen.kernel.messages import CursorReply
+
+    columns = ["'station'", "'temp_c'", "'rain_mm'", "'wind_ms'"]
+    assert preferred_heads(columns, intent_of("mean_temp = weather[")) == ["'temp_c'"]
+    sensors = ["'sensor_1'", "'sensor_2'", "'sensor_3'"]
+    assert preferred_heads(sensors, intent_of("spread = readings[", "Spread of sensor 2")) == ["'sensor_2'"]
+    assert preferred_heads(columns, intent_of("growth = weather[")) == []
+    many = [f"'sensor_{i}'" for i in range(MAX_PREFERRED + 1)]
+    assert preferred_heads(many, intent_of("s = readings[", "Every sensor")) == []
+
+    reply = CursorReply(reply_to=1, kind="column", names=columns, typed="", required=True)
+    assert constraint_from_cursor(reply, intent_of("mean_temp = weather[")).preferred == ["'temp_c'"]
+    assert constraint_from_cursor(reply).preferred == []
+    optional = CursorReply(reply_to=2, kind="name", names=["temp", "total"], typed="", required=False)
+    assert constraint_from_cursor(optional, intent_of("mean_temp = ")).preferred == []
