@@ -62,6 +62,7 @@ async def run(lines: list[str], chars: int) -> dict:
         url = f"ws://127.0.0.1:{server.port}/specgen/ws?token={server.token}"
         groups: dict[str, list] = {"cold": [], "warm": []}
         done_ms: dict[str, list] = {"cold": [], "warm": []}
+        stage_ms: dict[str, dict[str, list]] = {"cold": {}, "warm": {}}  # when each stage began
         async with connect(url, max_size=None) as ws:
             while json.loads(await asyncio.wait_for(ws.recv(), 300)).get("state") != "ready":
                 pass
@@ -84,7 +85,9 @@ async def run(lines: list[str], chars: int) -> dict:
                     groups[group].append(reply["first_shown_ms"] if validated else None)
                     if reply["final_ms"] is not None:
                         done_ms[group].append(reply["final_ms"])
-        return {"groups": groups, "done": done_ms}
+                    for stage, ms in reply["stage_ms"].items():
+                        stage_ms[group].setdefault(stage, []).append(ms)
+        return {"groups": groups, "done": done_ms, "stages": stage_ms}
     finally:
         await kernel.stop()
         await server.stop()
@@ -108,6 +111,8 @@ def main() -> None:
     for group in ("cold", "warm"):
         sys.stdout.write(f"first validated ghost text, {group}: {_fmt(result['groups'][group])};  "
                          f"done: {_fmt(result['done'][group], 'answered')}\n")
+        began = ", ".join(f"{stage} {statistics.median(ms):.0f}" for stage, ms in result["stages"][group].items())
+        sys.stdout.write(f"  stages began (p50 ms after sending): {began}\n")
 
 
 if __name__ == "__main__":

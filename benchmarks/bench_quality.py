@@ -85,6 +85,8 @@ CONFIGS: dict[str, list[str]] = {
     # Not in the default run: for comparing models, whose FIM may help or hurt (--configs default,fim-on,fim-off).
     "fim-on": ["--SpecgenExtension.fim=True"],
     "fim-off": ["--SpecgenExtension.fim=False"],
+    # Not in the default run either: more samples per request (the default is 3).
+    "candidates-5": ["--SpecgenExtension.candidates=5"],
 }
 DEFAULT_CONFIGS = ("default", "validation-off", "specs-off", "constraint-off")
 REQUEST_TIMEOUT_S = 120.0  # one complete, generous: the machine is shared
@@ -274,7 +276,8 @@ async def _request(ws, frame: dict, *, until_ghost: bool = False) -> dict:
     """
     start = time.perf_counter()
     await ws.send(json.dumps(frame))
-    out: dict[str, Any] = {"first_shown_ms": None, "shown": [], "stages": [], "final": None, "final_ms": None}
+    out: dict[str, Any] = {"first_shown_ms": None, "shown": [], "stages": [], "stage_ms": {}, "final": None,
+                           "final_ms": None}
     deadline = start + REQUEST_TIMEOUT_S
     while True:
         try:
@@ -295,6 +298,7 @@ async def _request(ws, frame: dict, *, until_ghost: bool = False) -> dict:
                     await ws.send(json.dumps({"type": "cancel", "version": PROTOCOL_VERSION, "id": frame["id"]}))
         elif msg["type"] == "progress":
             out["stages"].append(msg.get("stage"))
+            out["stage_ms"].setdefault(msg.get("stage"), ms)  # when each stage began
         elif msg["type"] in ("done", "error"):
             out["final"], out["final_ms"] = msg, ms
             return out
