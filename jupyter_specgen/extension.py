@@ -143,8 +143,9 @@ class SpecgenExtension(ExtensionApp):
         "see docs/serving.md).",
     ).tag(config=True)
     vllm_url = Unicode(
-        "", help="With serving_engine vllm: http://HOST:PORT of a running `vllm serve` to use. Empty: the backend "
-        "starts one (from the environment scripts/vllm_env.sh builds).",
+        "", help="With serving_engine vllm: http://HOST:PORT of a running `vllm serve` to use, or several replicas "
+        "of one model separated by commas (each user is routed to one of them, where their adapters are "
+        "registered). Empty: the backend starts one (from the environment scripts/vllm_env.sh builds).",
     ).tag(config=True)
     dtype = Unicode("auto", help="Weights dtype of the child backend: auto, float32, bfloat16, float16.").tag(config=True)
     backend_url = Unicode(

@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine", default="native", choices=["native", "vllm"],
                        help="who generates: native (this process; fLoRA too) or vllm (a vLLM server: docs/serving.md)")
     serve.add_argument("--vllm-url", default=None,
-                       help="with --engine vllm: the `vllm serve` server to use, http://HOST:PORT (default: start one)")
+                       help="with --engine vllm: the `vllm serve` server to use, http://HOST:PORT, or several replicas of "
+                            "one model separated by commas, each user routed to one of them (default: start one)")
     serve.add_argument("--log-level", default="INFO")
     fetch = sub.add_parser("download", help="download a model into the Hugging Face cache (resumable, verified)")
     fetch.add_argument("model", help="hub id, e.g. Qwen/Qwen2.5-Coder-0.5B")

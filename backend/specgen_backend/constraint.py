@@ -198,6 +198,22 @@ def _decoder_kind(tokenizer) -> str:
     return "other"
 
 
+def decode_row(tokenizer, texts: Optional[Sequence[Optional[str]]], ids: Sequence[int]) -> str:
+    """The text of a row's generated ``ids`` (``texts``: ``token_texts`` of the tokenizer, or None).
+
+    SentencePiece decoders drop the space of a sequence's first piece (``▁x`` alone decodes as
+    ``x``), but a completion's first token continues the text before the cursor: its space is
+    part of the suggestion (``x =`` + `` 5``). Byte-level decoders keep it already.
+    """
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    if ids and not text.startswith(" ") and texts is not None:
+        lead = texts[ids[0]] if ids[0] < len(texts) else None
+        bare = lead.lstrip(" ") if lead else ""
+        if lead and bare != lead and text.startswith(bare):
+            text = lead[: len(lead) - len(bare)] + text
+    return text
+
+
 def token_texts(tokenizer) -> list[Optional[str]]:
     """The text each token id adds to a completion; None for special and added tokens and for
     tokens that are only part of a UTF-8 character (their text depends on the next token)."""
@@ -648,6 +664,22 @@ class Rule:
             kept = row[ids]
             row.fill_(float("-inf"))
             row[ids] = kept
+
+
+# Characters of the active cell before the cursor read for brackets and strings (both engines).
+MAX_SCANNED_PREFIX = 8192
+
+
+def scanned_prefix(prefix: str) -> str:
+    """What of the text before the cursor the decoding rules read: all of it, or of a huge cell
+    its last ``MAX_SCANNED_PREFIX`` characters from a line start. It is read in Python a
+    character at a time in the model's thread; a bracket opened before that is not seen (and
+    closing it is then refused by the syntax mask: a small loss against pausing every user's
+    decoding)."""
+    if len(prefix) <= MAX_SCANNED_PREFIX:
+        return prefix
+    tail = prefix[-MAX_SCANNED_PREFIX:]
+    return tail[tail.find("\n") + 1 :]
 
 
 def open_statement(scanner: CodeScanner, prefix: str) -> bool:

@@ -137,32 +137,16 @@ class Engine:
         return tokens, logprobs
 
     def row_text(self, ids: list[int]) -> str:
-        """The text of a row's generated ``ids``.
+        """The text of a row's generated ``ids`` (``constraint.decode_row``)."""
+        from .constraint import decode_row
 
-        SentencePiece decoders drop the space of a sequence's first piece (``▁x`` alone decodes as
-        ``x``), but a completion's first token continues the text before the cursor: its space is
-        part of the suggestion (``x =`` + `` 5``). Byte-level decoders keep it already.
-        """
-        text = self.loaded.tokenizer.decode(ids, skip_special_tokens=True)
-        if ids and not text.startswith(" ") and self._tables:
-            first = next(iter(self._tables.values())).texts
-            lead = first[ids[0]] if ids[0] < len(first) else None
-            bare = lead.lstrip(" ") if lead else ""
-            if lead and bare != lead and text.startswith(bare):
-                text = lead[: len(lead) - len(bare)] + text
-        return text
+        return decode_row(self.loaded.tokenizer, next(iter(self._tables.values())).texts if self._tables else None, ids)
 
     def _attach_guides(self, request: Generate, states: list["_Row"], table) -> None:
-        from .constraint import HeadGuide, RowGuide, open_statement
+        from .constraint import HeadGuide, RowGuide, open_statement, scanned_prefix
 
         # The active cell's text before the cursor sets the brackets and strings open at the cursor.
-        # Read in Python a character at a time, in the model thread: a huge cell is read from a line
-        # start in its last few kilobytes (a bracket opened before that is not seen, and closing it
-        # is then refused by the syntax mask: a small loss against pausing every user's decoding).
-        prefix = request.context.prefix
-        if len(prefix) > MAX_SCANNED_PREFIX:
-            tail = prefix[-MAX_SCANNED_PREFIX:]
-            prefix = tail[tail.find("\n") + 1 :]
+        prefix = scanned_prefix(request.context.prefix)
         scanner = CodeScanner()
         scanner.feed(prefix)
         statement = mid_line(request.context)
@@ -217,8 +201,6 @@ class _Row:
         self.emitted = end
         return delta
 
-
-MAX_SCANNED_PREFIX = 8192  # characters of the cell before the cursor read for brackets and strings
 
 # Temperatures below this sample like greedy decoding (and dividing by a denormal overflows);
 # above the ceiling the distribution is flat to float precision anyway.

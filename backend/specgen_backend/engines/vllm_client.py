@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import urlparse
 
-__all__ = ["VllmUnavailable", "VllmRefused", "VllmClient", "VllmServer", "VllmServerConfig", "vllm_python"]
+__all__ = ["SYNTAX_ARG", "SYNTAX_PROCESSOR", "VllmUnavailable", "VllmRefused", "VllmClient", "VllmServer", "VllmServerConfig",
+           "vllm_python"]
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +213,22 @@ class VllmServerConfig:
     log_path: Optional[str] = None  # where its output goes (None: this process's stderr)
 
 
+# The logits processor that holds vLLM's sequences to the native engine's syntax masks.
+SYNTAX_PROCESSOR = "specgen_backend.engines.vllm_syntax:SyntaxLogitsProcessor"
+# The extra argument (``vllm_xargs``) of a request that asks it for them: the text before the cursor.
+SYNTAX_ARG = "specgen_syntax"
+
+
 class VllmServer:
-    """A ``vllm serve`` child process (``--enable-lora``, runtime adapter loading on)."""
+    """A ``vllm serve`` child process (``--enable-lora``, runtime adapter loading on, the syntax
+    masks' logits processor loaded)."""
 
     def __init__(self, config: VllmServerConfig):
         self.config = config
         self.url = f"http://127.0.0.1:{config.port}"
         self.process: Optional[subprocess.Popen] = None
         self._log = None
+        self._path: Optional[tempfile.TemporaryDirectory] = None
 
     def command(self) -> list[str]:
         c = self.config
@@ -227,7 +237,8 @@ class VllmServer:
             c.python or vllm_python(), "-m", "vllm.entrypoints.openai.api_server",
             "--model", c.model, "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(c.port),
             "--enable-lora", "--max-loras", str(max(1, c.max_loras)), "--max-lora-rank", str(rank),
-            "--max-model-len", str(c.max_model_len), "--dtype", c.dtype, *c.extra_args,
+            "--max-model-len", str(c.max_model_len), "--dtype", c.dtype,
+            "--logits-processors", SYNTAX_PROCESSOR, *c.extra_args,
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -235,8 +246,13 @@ class VllmServer:
         # /v1/load_lora_adapter and /v1/unload_lora_adapter exist only with this set.
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kvcache_gib))
-        # The backend's own environment (transformers 5.24) must not leak into vLLM's.
-        env.pop("PYTHONPATH", None)
+        # The backend's own environment (transformers 5.24) must not leak into vLLM's: vLLM's path
+        # gets a folder that holds this package alone, for the syntax masks' logits processor.
+        if self._path is None:
+            self._path = tempfile.TemporaryDirectory(prefix="specgen-vllm-path-")
+            package = Path(__file__).resolve().parent.parent
+            (Path(self._path.name) / package.name).symlink_to(package, target_is_directory=True)
+        env["PYTHONPATH"] = self._path.name
         out = sys.stderr
         if self.config.log_path:
             if self._log is None:  # a restart appends to the same log
@@ -274,3 +290,6 @@ class VllmServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._path is not None:
+            self._path.cleanup()
+            self._path = None

@@ -23,18 +23,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from ..engine import MIN_TEMPERATURE, Engine, _Row, _seed
+from ..constraint import scanned_prefix
 from ..prompt import CodeScanner, mid_line
 from ..protocol import Candidate
 from ..scheduler import Job, Overloaded, SchedulerConfig, candidates_of, finish_job, report_ended
 from .vllm_bank import VllmBank
-from .vllm_client import CompletionStream, VllmClient, VllmRefused, VllmServer, VllmUnavailable
+from .vllm_client import SYNTAX_ARG, CompletionStream, VllmRefused, VllmServer, VllmUnavailable
 from .vllm_structured import constraint_regex
 
 __all__ = ["VllmScheduler"]
 
 log = logging.getLogger(__name__)
-
-MAX_SCANNED_PREFIX = 8192  # as the native engine: the cell's text read for open brackets
 
 
 class _Live:
@@ -50,9 +49,10 @@ class _Live:
 class VllmScheduler:
     """Drop-in for ``Scheduler`` when generation runs in a vLLM server."""
 
-    def __init__(self, engine: Engine, *, client: VllmClient, bank: VllmBank,
-                 config: SchedulerConfig = SchedulerConfig(), metrics=None, server: Optional[VllmServer] = None):  # fmt: skip
-        self.engine, self.client, self.bank, self.config, self.metrics = engine, client, bank, config, metrics
+    def __init__(self, engine: Engine, *, bank: VllmBank, config: SchedulerConfig = SchedulerConfig(), metrics=None,
+                 server: Optional[VllmServer] = None):  # fmt: skip
+        # The bank knows the vLLM servers (``bank.clients``) and which one serves each user.
+        self.engine, self.bank, self.config, self.metrics = engine, bank, config, metrics
         self.server = server  # the vLLM process this backend started (None: the operator runs it)
         self._restarting = False
         self._cond = threading.Condition()
@@ -87,7 +87,7 @@ class VllmScheduler:
     @property
     def device(self) -> str:
         """What the status shows as the device: the vLLM server generating."""
-        return f"vllm at {self.client.url}"
+        return "vllm at " + ", ".join(client.url for client in self.bank.clients)
 
     @property
     def queue_depth(self) -> int:
@@ -157,9 +157,10 @@ class VllmScheduler:
         for i, adapter in enumerate(job.rows):
             groups.setdefault(adapter, []).append(i)
         failures: list[BaseException] = []
+        home = self.bank.home(request.user)  # the replica that serves this user (``VllmBank.home``)
         for attempt in range(2):
             try:
-                self.bank.refresh()
+                self.bank.refresh(home)
             except VllmUnavailable as exc:
                 return ("model_unavailable", f"{exc}; the backend retries at the next request once vLLM is back")
             failures.clear()
@@ -175,12 +176,12 @@ class VllmScheduler:
             unknown = [f for f in failures if isinstance(f, VllmRefused) and f.status == 404]
             if attempt == 0 and unknown and not any(s.text for s in job.states):
                 # vLLM restarted and forgot the adapters: register them again and try once more.
-                self.bank.mark_stale()
+                self.bank.mark_stale(home)
                 continue
             break
         failure = failures[0]
         if isinstance(failure, VllmUnavailable):
-            self.bank.mark_stale()
+            self.bank.mark_stale(home)
             return ("model_unavailable", f"{failure}; the backend retries at the next request once vLLM is back")
         if isinstance(failure, VllmRefused):
             kind = "internal" if failure.status >= 500 else "bad_request"
@@ -206,6 +207,9 @@ class VllmScheduler:
         }
         if not greedy:
             body["seed"] = _seed(request)
+        # The native engine's syntax masks, applied in vLLM by ``vllm_syntax`` (a vLLM started
+        # without that processor ignores the argument).
+        body["vllm_xargs"] = {SYNTAX_ARG: scanned_prefix(request.context.prefix)}
         if request.constraint is not None:
             regex = constraint_regex(request.constraint)
             if regex is not None:
@@ -220,7 +224,8 @@ class VllmScheduler:
         # engine computes for each, at 1/n of the cost).
         n = 1 if greedy else len(rows)
         try:
-            stream = self.client.stream("/v1/completions", self._body(job.request, prepared, adapter, n))
+            client = self.bank.client_for(job.request.user)  # the user's home replica
+            stream = client.stream("/v1/completions", self._body(job.request, prepared, adapter, n))
         except BaseException as exc:
             failures.append(exc)
             return
@@ -288,10 +293,7 @@ class VllmScheduler:
         """The native engine's statement-end rule (stop at the end of the statement mid-line)."""
         from ..constraint import RowGuide
 
-        prefix = job.request.context.prefix
-        if len(prefix) > MAX_SCANNED_PREFIX:
-            tail = prefix[-MAX_SCANNED_PREFIX:]
-            prefix = tail[tail.find("\n") + 1 :]
+        prefix = scanned_prefix(job.request.context.prefix)
         scanner = CodeScanner()
         scanner.feed(prefix)
         statement = mid_line(job.request.context)

@@ -12,25 +12,31 @@ from .vllm_bank import VllmBank
 from .vllm_client import VllmClient, VllmServer, VllmServerConfig, VllmUnavailable
 from .vllm_scheduler import VllmScheduler
 
-__all__ = ["start_vllm", "START_TIMEOUT_S"]
+__all__ = ["start_vllm", "vllm_urls", "START_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 900.0  # a first start compiles and profiles; minutes on a loaded CPU
 
 
+def vllm_urls(value: str) -> list[str]:
+    """The servers of ``--vllm-url``: one URL, or several replicas of one model separated by commas."""
+    return [url.strip() for url in (value or "").split(",") if url.strip()]
+
+
 def start_vllm(config, engine, *, model: str, metrics=None) -> tuple[VllmBank, VllmScheduler]:
-    """(bank, scheduler) over the vLLM server at ``config.vllm_url``, or over one started here for
-    ``model`` (the folder the backend loaded: a server at ``vllm_url`` must serve the same model).
+    """(bank, scheduler) over the vLLM servers at ``config.vllm_url``, or over one started here
+    for ``model`` (the folder the backend loaded: servers at ``vllm_url`` must serve the same model).
 
     ``ModelUnavailable`` (the backend's status then says it) when vLLM is missing or does not come up.
     """
     server = None
     try:
         if config.vllm_url:
-            client = VllmClient(config.vllm_url)
-            if not client.healthy():
-                log.warning("the vLLM server at %s does not answer yet; requests fail until it does", client.url)
+            clients = [VllmClient(url) for url in vllm_urls(config.vllm_url)]
+            for client in clients:
+                if not client.healthy():
+                    log.warning("the vLLM server at %s does not answer yet; requests fail until it does", client.url)
         else:
             server = VllmServer(VllmServerConfig(
                 model=model, port=_free_port(), max_loras=config.max_adapters, max_lora_rank=config.max_rank,
@@ -38,14 +44,14 @@ def start_vllm(config, engine, *, model: str, metrics=None) -> tuple[VllmBank, V
                 dtype=_dtype(config.dtype)))  # fmt: skip
             server.start()
             server.wait_ready(START_TIMEOUT_S)
-            client = VllmClient(server.url)
+            clients = [VllmClient(server.url)]
+        bank = VllmBank(clients, max_adapters=config.max_adapters, max_rank=config.max_rank)
     except (VllmUnavailable, ValueError, OSError) as exc:
         if server is not None:
             server.stop()
         raise ModelUnavailable(f"the vLLM engine cannot start: {exc}") from exc
-    bank = VllmBank(client, max_adapters=config.max_adapters, max_rank=config.max_rank)
     scheduling = SchedulerConfig(max_batch=config.max_batch, max_queue=config.max_queue)
-    return bank, VllmScheduler(engine, client=client, bank=bank, config=scheduling, metrics=metrics, server=server)
+    return bank, VllmScheduler(engine, bank=bank, config=scheduling, metrics=metrics, server=server)
 
 
 def _dtype(choice: str) -> str:
