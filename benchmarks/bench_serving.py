@@ -132,7 +132,10 @@ async def main() -> None:
 
 
 async def compare(args) -> None:
-    """Throughput and TTFT of each engine in ``args.engine``, batched, side by side."""
+    """Throughput and TTFT of each engine in ``args.engine``, batched, side by side.
+
+    One engine at a time: the native engine is measured before vLLM starts and vLLM after it, so
+    that neither shares the CPU with the other's idle process; the table comes at the end."""
     from specgen_backend.engines.vllm_client import VllmServer, VllmServerConfig
     from specgen_backend.tiny import TinyModelConfig, build_tiny_model
 
@@ -141,29 +144,33 @@ async def compare(args) -> None:
         model = args.model or str(build_tiny_model(Path(tmp) / "model", TinyModelConfig(num_attention_heads=2, num_key_value_heads=1)))
         root = Path(tmp) / "adapters"
         make_adapters(model, root, max(args.users))
-        server = None
-        if "vllm" in args.engine:
-            import socket
+        results: dict[tuple[str, int], dict] = {}
+        for engine in args.engine:
+            server = None
+            if engine == "vllm":
+                import socket
 
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            server = VllmServer(VllmServerConfig(model=model, port=port, max_loras=max(args.users), max_lora_rank=8,
-                                                 max_model_len=2048, dtype="float32", log_path=str(Path(tmp) / "vllm.log")))  # fmt: skip
-            server.start()
-            await asyncio.get_running_loop().run_in_executor(None, server.wait_ready, 900.0)
-        try:
-            print(f"{args.requests} requests/user, {args.new_tokens} new tokens, n=1, one adapter per user, batched")
-            print(f"{'users':>5} | " + " | ".join(f"{e + ' tok/s':>12} {'TTFT p50/p95 (ms)':>18}" for e in args.engine))
-            for users in args.users:
-                cells = []
-                for engine in args.engine:
-                    r = await measure(model, root, users, max_batch=64, args=args, vllm_url=server.url if engine == "vllm" else None)
-                    cells.append(f"{r['tok_s']:>12.0f} {r['p50'] * 1e3:>8.1f}/{r['p95'] * 1e3:<9.1f}")
-                print(f"{users:>5} | " + " | ".join(cells), flush=True)
-        finally:
-            if server is not None:
-                server.stop()
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                server = VllmServer(VllmServerConfig(model=model, port=port, max_loras=max(args.users), max_lora_rank=8,
+                                                     max_model_len=2048, dtype="float32", log_path=str(Path(tmp) / "vllm.log")))  # fmt: skip
+                server.start()
+                await asyncio.get_running_loop().run_in_executor(None, server.wait_ready, 900.0)
+            try:
+                for users in args.users:
+                    results[engine, users] = await measure(model, root, users, max_batch=64, args=args,
+                                                           vllm_url=server.url if server is not None else None)  # fmt: skip
+                    print(f"  measured {engine} with {users} users", file=sys.stderr, flush=True)
+            finally:
+                if server is not None:
+                    server.stop()
+        print(f"{args.requests} requests/user, {args.new_tokens} new tokens, n=1, one adapter per user, batched")
+        print(f"{'users':>5} | " + " | ".join(f"{e + ' tok/s':>12} {'TTFT p50/p95 (ms)':>18}" for e in args.engine))
+        for users in args.users:
+            cells = [f"{results[e, users]['tok_s']:>12.0f} {results[e, users]['p50'] * 1e3:>8.1f}/{results[e, users]['p95'] * 1e3:<9.1f}"
+                     for e in args.engine]  # fmt: skip
+            print(f"{users:>5} | " + " | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
