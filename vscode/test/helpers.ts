@@ -1,0 +1,47 @@
+// What the provider tests share: a status sink that records every view, waiting for a state,
+// and the notebook snapshots of the tests (the one tests/browser/test_lab.py opens).
+
+import type { ICell } from '../../labextension/src/protocol';
+import type { IDocumentSnapshot, IStatusSink, IStatusView } from '../src/seam';
+
+/** Every view the status bar was given, in order. */
+export class RecordedStatus implements IStatusSink {
+  views: IStatusView[] = [];
+
+  show(view: IStatusView): void {
+    this.views.push(view);
+  }
+
+  get last(): IStatusView | undefined {
+    return this.views[this.views.length - 1];
+  }
+
+  /** The first view (from now on or already shown) for which `test` holds, or a rejection after `ms`. */
+  async until(test: (view: IStatusView) => boolean, ms: number): Promise<IStatusView> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const found = this.views.find(test);
+      if (found) {
+        return found;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`no status view matched within ${ms} ms; views: ${JSON.stringify(this.views, null, 1)}`);
+      }
+      await new Promise(resolve => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** The cursor at the end of cell `active` of a notebook at `path` made of `cells`. */
+export function notebookAt(path: string, cells: ICell[], active: number, cellId = `${path}#cell${active}`): IDocumentSnapshot {
+  const text = cells[active].source;
+  return { path, cellId, text, offset: text.length, notebook: { cells, active } };
+}
+
+export function env(name: string): string {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run this test from tests/browser/test_vscode_provider.py`);
+  }
+  return value;
+}
