@@ -16,6 +16,10 @@ python3 -m pip install --quiet "torch==2.13.0"  # the CPU build on machines with
 python3 -m pip install --quiet hatchling editables hatch-nodejs-version hatch-jupyter-builder "jupyterlab>=4.4,<4.7"
 jlpm install
 jlpm build
+# The VS Code extension (vscode/): its own npm package and lock file, apart from the root's yarn
+# install; building, testing and packaging it need no install scripts.
+npm ci --prefix vscode --ignore-scripts --no-audit --no-fund
+npm run package --prefix vscode >/dev/null   # tsc, then vsce: vscode/specgen.vsix
 # An editable install copies the labextension just built into share/jupyter/labextensions; a
 # symlink left there by `jupyter labextension develop` would make pip fail, so it goes first.
 labext_dir="$(python3 -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/jupyter-specgen"
