@@ -85,6 +85,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     addPersonalizeCommand(app, connection, offer);
     palette?.addItem({ command: CommandIDs.personalize, category: 'Specgen' });
+    // `?specgen=personalize` (the VS Code extension's "Personalize my completions") opens the panel.
+    if (new URLSearchParams(window.location.search).get('specgen') === 'personalize') {
+      void app.restored.then(() => app.commands.execute(CommandIDs.personalize));
+    }
 
     if (!statusBar) {
       return;

@@ -1,6 +1,6 @@
 """The personalize panel before any job, in a real JupyterLab page: every count explained in words, each
 example with its reason; with one notebook "Start training" disabled with the reason and what to do;
-with two, enabled, and the estimate of how long it would take shown."""
+with two, enabled, and the estimate of how long it would take shown. `lab?specgen=personalize` opens it."""
 
 from __future__ import annotations
 
@@ -30,12 +30,14 @@ def test_start_is_refused_with_one_notebook_and_estimated_with_two(tmp_path, tin
                            f"--SpecgenExtension.feedback_path={tmp_path / 'feedback.sqlite'}",
                            f"--SpecgenExtension.adapter_root={tmp_path / 'adapters'}"])
     page = browser.new_page(viewport={"width": 1280, "height": 1200})
-    page.goto(lab.url("lab"))
+    # The VS Code extension's "Personalize my completions" opens this URL: the panel opens by itself
+    # (a fresh workspace, where it was never open before).
+    page.goto(lab.url("lab") + "&specgen=personalize")
+    panel = page.locator(".jp-specgen-personalize")
+    expect(panel).to_be_visible(timeout=120_000)
     status = page.locator(".jp-specgen-status")
     expect(status).to_be_visible(timeout=120_000)
-    status.click()
-
-    panel = page.locator(".jp-specgen-personalize")
+    status.click()  # brings the open panel to the front
     expect(panel.get_by_test_id("specgen-data-summary")).to_contain_text("training examples from", timeout=60_000)
     terms = panel.get_by_test_id("specgen-data-terms")
     expect(terms).to_contain_text("held-out examples: from notebooks kept aside, never trained on, to measure")
