@@ -4,10 +4,10 @@
 import type { CompletionHandler, IInlineCompletionContext } from '@jupyterlab/completer';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { ICell, IComplete, MAX_MESSAGE_BYTES } from '../protocol';
+import { ICell } from '../protocol';
+import { CompletionFields, fitToLimit } from './fit';
 
-/** The fields of a `complete` message that the connection does not fill in itself. */
-export type CompletionFields = Omit<IComplete, 'type' | 'id' | 'version'>;
+export type { CompletionFields } from './fit';
 
 /**
  * Build the `complete` fields for `request` made in `context.widget`.
@@ -58,33 +58,6 @@ export function captureContext(
   };
 }
 
-/**
- * Empty the sources of the cells farthest from the active one until the message fits the
- * server's frame limit (with room for the framing), so that a huge notebook still completes.
- */
-function fitToLimit(fields: CompletionFields): CompletionFields {
-  const budget = MAX_MESSAGE_BYTES - 1024;
-  const cells = fields.cells ?? [];
-  let size = byteLength(JSON.stringify(fields));
-  if (size <= budget) {
-    return fields;
-  }
-  const active = fields.active ?? -1;
-  const byDistance = cells
-    .map((_, index) => index)
-    .filter(index => index !== active)
-    .sort((a, b) => Math.abs(b - active) - Math.abs(a - active));
-  const trimmed = cells.map(cell => ({ ...cell }));
-  for (const index of byDistance) {
-    if (size <= budget) {
-      break;
-    }
-    size -= byteLength(JSON.stringify(trimmed[index].source)) - 2;
-    trimmed[index].source = '';
-  }
-  return { ...fields, cells: trimmed };
-}
-
 /** nbformat allows other cell types; the prompt builder knows these three. */
 function cellType(type: string): ICell['cell_type'] {
   return type === 'code' || type === 'markdown' ? type : 'raw';
@@ -94,8 +67,4 @@ function cellType(type: string): ICell['cell_type'] {
 function pathOf(widget: unknown): string | null {
   const context = (widget as { context?: { path?: unknown } }).context;
   return typeof context?.path === 'string' ? context.path : null;
-}
-
-function byteLength(text: string): number {
-  return new TextEncoder().encode(text).length;
 }
