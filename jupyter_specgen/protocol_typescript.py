@@ -14,7 +14,7 @@ from typing import Any, Literal, Union
 
 from jupyter_specgen import protocol
 
-__all__ = ["render", "TARGET"]
+__all__ = ["interfaces", "render", "TARGET"]
 
 TARGET = Path(__file__).resolve().parent.parent / "labextension" / "src" / "protocol.ts"
 
@@ -60,31 +60,29 @@ _SENT_BY_BROWSER = (protocol.Complete, protocol.Cancel, protocol.ModelDownload)
 _BODIES_FROM_BROWSER = (protocol.FeedbackReport, protocol.RollbackRequest)
 
 
-def render() -> str:
-    named: dict[type, None] = {}
-    blocks = []
-    messages = list(protocol.BROWSER_MESSAGES.values())
-    for cls in messages:
-        blocks.append(_interface(cls, named))
-    done: set[type] = set(messages)
-    while True:
-        todo = [c for c in named if c not in done]
-        if not todo:
-            break
-        for cls in todo:
-            done.add(cls)
-            blocks.insert(0, _interface(cls, named))
-    for cls in protocol.REST_TYPES:
+def interfaces(classes, named: dict[type, None], blocks: list[str] | None = None,
+               done: set[type] | None = None) -> tuple[list[str], set[type]]:
+    """The TypeScript interfaces of ``classes`` (appended to ``blocks``), then, before them all,
+    those of every class they name (``named`` collects them); and the classes written (``done``).
+    Also the VS Code extension's generator of the backend's types (vscode/scripts/backend_protocol.py)."""
+    blocks = [] if blocks is None else blocks
+    done = set() if done is None else done
+    for cls in classes:
         if cls not in done:
             done.add(cls)
             blocks.append(_interface(cls, named))
-    while True:
-        todo = [c for c in named if c not in done]
-        if not todo:
-            break
+    while todo := [c for c in named if c not in done]:
         for cls in todo:
             done.add(cls)
             blocks.insert(0, _interface(cls, named))
+    return blocks, done
+
+
+def render() -> str:
+    named: dict[type, None] = {}
+    messages = list(protocol.BROWSER_MESSAGES.values())
+    blocks, done = interfaces(messages, named)
+    interfaces(protocol.REST_TYPES, named, blocks, done)
     server = " | ".join(f"I{c.__name__}" for c in messages if c not in _SENT_BY_BROWSER)
     browser = " | ".join(f"I{c.__name__}" for c in _SENT_BY_BROWSER)
     header = (

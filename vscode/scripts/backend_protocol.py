@@ -14,8 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# The generator's type mapping is private to it; using it here is the point (one generator).
-from jupyter_specgen.protocol_typescript import _interface
+from jupyter_specgen.protocol_typescript import interfaces
 from specgen_backend import protocol
 
 __all__ = ["MESSAGES", "TARGET", "render"]
@@ -29,13 +28,7 @@ _SENT = MESSAGES[:3]
 
 
 def render() -> str:
-    named: dict[type, None] = {}
-    blocks = [_interface(cls, named) for cls in MESSAGES]
-    done: set[type] = set(MESSAGES)
-    while todo := [c for c in named if c not in done]:
-        for cls in todo:
-            done.add(cls)
-            blocks.insert(0, _interface(cls, named))
+    blocks, _ = interfaces(MESSAGES, {})
     sent = " | ".join(f"I{c.__name__}" for c in _SENT)
     read = " | ".join(f"I{c.__name__}" for c in MESSAGES if c not in _SENT)
     header = (
