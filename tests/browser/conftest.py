@@ -99,14 +99,19 @@ def start_lab(tmp_path, artifacts) -> Callable[..., Lab]:
 
     yield start
     for proc, log_path, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.copy(log_path, artifacts / log_path.name)
+        stop_and_keep_log(proc, log, log_path, artifacts)
+
+
+def stop_and_keep_log(proc: subprocess.Popen, log, log_path: Path, artifacts: Path) -> None:
+    """Stop a server a test started (killed if it does not end in 20 s) and keep its log in the artifacts."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+    shutil.copy(log_path, artifacts / log_path.name)
 
 
 @pytest.fixture

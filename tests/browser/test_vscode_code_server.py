@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SUMS_NUMBERS
+from .conftest import SUMS_NUMBERS, stop_and_keep_log
 from .test_vscode_provider import VSCODE, _rest, _run_in_kernel, _runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -76,14 +75,7 @@ def code_server(tmp_path, artifacts):
 
     yield start
     for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.copy(tmp_path / "code-server.log", artifacts / "code-server.log")
+        stop_and_keep_log(proc, log, tmp_path / "code-server.log", artifacts)
 
 
 def test_ghost_text_in_a_vscode_notebook_from_the_jupyter_server(code_server, tmp_path, sums_model, start_lab,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import RATIO_RAISE, SUMS_NUMBERS, SUMS_RAISE, SUMS_RUN
+from .conftest import RATIO_RAISE, SUMS_NUMBERS, SUMS_RAISE, SUMS_RUN, stop_and_keep_log
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -168,14 +168,7 @@ def standalone_backend(sums_model, tmp_path, artifacts):
         assert line, f"specgen-backend exited:\n{log_path.read_text()[-3000:]}"
         yield json.loads(line)["url"], token
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.copy(log_path, artifacts / log_path.name)
+        stop_and_keep_log(proc, log, log_path, artifacts)
 
 
 def test_provider_against_a_real_standalone_backend(built, standalone_backend, artifacts):
