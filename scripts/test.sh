@@ -35,4 +35,8 @@ bash scripts/check_install.sh
 # engine's tests (tests/backend/test_vllm.py); built once per machine, reused after that.
 bash scripts/vllm_env.sh >/dev/null
 
+# code-server 4.110.0 and its Node 22 for the real-VS-Code test (tests/browser/test_vscode_code_server.py),
+# in ~/.cache/jupyter-specgen/, where the test finds them; built once per machine, reused after that.
+bash scripts/code_server_env.sh >/dev/null
+
 python3 -m pytest -ra "$@"

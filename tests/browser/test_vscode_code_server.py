@@ -4,9 +4,10 @@ lives on a real `jupyter lab` with jupyter-specgen (the tiny "sums" model of con
 the extension's settings point at; typing `total = ` in the notebook's second cell shows ghost
 text from our backend that ran in the kernel, Tab accepts it.
 
-code-server is not installed by this repository's scripts (its npm install builds native modules
-and fetches ripgrep from GitHub; docs/vscode.md says how it was installed here): set CODE_SERVER
-to its launcher and CODE_SERVER_NODE to a Node 22 binary, or the test is skipped."""
+code-server and its Node 22 come from scripts/code_server_env.sh (scripts/test.sh runs it), which
+installs them once per machine into a cache folder that the test finds by itself; CODE_SERVER (the
+launcher) and CODE_SERVER_NODE (a Node 22 binary) point it at another install. With neither, the
+test is skipped."""
 
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ from .test_vscode_provider import VSCODE, _rest, _run_in_kernel, _runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-CODE_SERVER = os.environ.get("CODE_SERVER", "")
-CODE_SERVER_NODE = os.environ.get("CODE_SERVER_NODE", "")
+# Where scripts/code_server_env.sh installs them; its marker says the install completed.
+_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+_CACHE = Path(os.environ.get("SPECGEN_CODE_SERVER_DIR") or _CACHE_HOME / "jupyter-specgen" / "code-server-4.110.0")
+_CACHED = (_CACHE / ".installed").exists()
+CODE_SERVER = os.environ.get("CODE_SERVER") or (str(_CACHE / "cs/node_modules/.bin/code-server") if _CACHED else "")
+CODE_SERVER_NODE = os.environ.get("CODE_SERVER_NODE") or (
+    str(_CACHE / "node/node_modules/node/bin/node") if _CACHED else "")
 VSIX = VSCODE / "specgen.vsix"
 
 
@@ -40,7 +46,8 @@ def _free_port() -> int:
 def code_server(tmp_path, artifacts):
     """Start code-server with the .vsix installed; yields a function(folder, settings) -> URL."""
     if not (CODE_SERVER and Path(CODE_SERVER).exists() and CODE_SERVER_NODE and Path(CODE_SERVER_NODE).exists()):
-        pytest.skip("set CODE_SERVER (code-server's bin/code-server) and CODE_SERVER_NODE (a Node 22 binary)")
+        pytest.skip("code-server is not installed: run `bash scripts/code_server_env.sh` (or set CODE_SERVER to "
+                    "code-server's launcher and CODE_SERVER_NODE to a Node 22 binary)")
     if not VSIX.exists():
         pytest.fail(f"{VSIX} is missing: run `npm run package --prefix vscode`")
     env = {**os.environ, "PATH": f"{Path(CODE_SERVER_NODE).parent}:{os.environ['PATH']}"}
