@@ -138,7 +138,8 @@ def test_ghost_text_in_a_vscode_notebook_from_the_jupyter_server(code_server, tm
         page.screenshot(path=str(artifacts / "vscode-ghost-text.png"))
         assert _runs(f"total = {shown}"), shown
         # Several items: VS Code's own key for the next inline suggestion shows another one (VS
-        # Code asks the provider again, explicitly; the server validates afresh).
+        # Code asks the provider again, explicitly, and gets the items of this cursor that held up,
+        # kept by the extension: no second request to the server).
         ghosts = page.locator(".notebook-editor .ghost-text-decoration")
         first = shown
         deadline = time.monotonic() + 90

@@ -119,12 +119,23 @@ def test_provider_without_a_server_says_why(built, artifacts):
     assert "# pass 3" in out, out
 
 
+def test_feedback_inferred_from_edits(built, artifacts):
+    """Without a server: what the feedback tracker makes of the edits where items were given (a
+    word inserted: partial accept; Tab: one accept of what was not taken yet; an insertion that is
+    an item and the start of another: decided by the accept command; typed over: dismissed;
+    typed through, edits elsewhere, the cursor moved: nothing)."""
+    out = _node_test(built / "feedback.test.js", {}, artifacts, timeout=120)
+    assert "# pass 7" in out, out
+
+
 def test_provider_against_a_real_jupyter_server(built, tmp_path, sums_model, start_lab, artifacts):
-    """Through a real `jupyter lab`'s /specgen/ws: the items reaching the provider are the
-    candidates validated in the notebook's kernel, several, in the server's rank order; when all
-    raise none comes and the status says why; markdown and cells below are sent; a newer request
-    cancels the older; a .py file gets not-validated items; a wrong token is named; an accepted
-    item lands in the feedback store."""
+    """Through a real `jupyter lab`'s /specgen/ws: the provider answers with the first candidate
+    validated in the notebook's kernel as soon as it is shown, and, asked again at the same cursor,
+    with every one (the one on screen first, then the server's rank order), without a new request, and
+    an explicit query before the end waits for it; when all raise none comes
+    and the status says why; markdown and cells below are sent; a newer request cancels the older;
+    a .py file gets not-validated items; a wrong token is named; an accepted item, a partial accept
+    and a dismissal, inferred from the edits, land in the feedback store as such."""
     from .conftest import feedback_rows
 
     root = tmp_path / "root"
@@ -144,12 +155,25 @@ def test_provider_against_a_real_jupyter_server(built, tmp_path, sums_model, sta
     _run_in_kernel(lab, kernel_id, SUMS_NUMBERS)
     out = _node_test(built / "jupyter.test.js", {"SPECGEN_JUPYTER_URL": lab.base, "SPECGEN_JUPYTER_TOKEN": lab.token,
                                                  "SPECGEN_KERNEL_ID": kernel_id, **_sums_env()}, artifacts)
-    assert "# pass 8" in out, out
+    assert "# pass 10" in out, out
     items, ratio, accepted = (_logged(out, key) for key in ("ITEMS", "RATIO", "ACCEPTED"))
     assert len(items) >= 2 and all(_runs(f"total = {text}") for text in items), items
     assert all(_runs(f"ratio = {text}") for text in ratio), ratio
-    rows = feedback_rows(feedback, "SELECT notebook, prefix, suggestion FROM feedback WHERE accepted = 1")
-    assert [(n, p, s.strip()) for n, p, s in rows] == [("demo.ipynb", "total = ", accepted.strip())], rows
+    # Each report is one row, none counted twice: the accept; the word taken (an accept, pending
+    # like every accept until its cell runs; the store keeps no partial flag) and the rest of
+    # that item at the longer prefix; the item typed over, dismissed.
+    (part, rest), dismissed = _logged(out, "PARTIAL"), _logged(out, "DISMISSED")
+    query = "SELECT notebook, prefix, suggestion, accepted, outcome FROM feedback ORDER BY id"
+    rows = feedback_rows(feedback, query)
+    deadline = time.monotonic() + 20
+    while len(rows) < 4 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        rows = feedback_rows(feedback, query)
+    assert rows == [("demo.ipynb", "total = ", accepted, 1, "pending"),
+                    ("demo.ipynb", "total = ", part, 1, "pending"),
+                    ("demo.ipynb", f"total = {part}", rest, 1, "pending"),
+                    ("demo.ipynb", "total = ", dismissed, 0, "dismissed")], rows
+    print(f"first item at once: {_logged(out, 'FIRST')}; Alt+] before done: {_logged(out, 'EXPLICIT')}")
 
 
 @pytest.fixture

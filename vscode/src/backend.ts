@@ -133,8 +133,8 @@ export class BackendSource implements ISource {
     }
   }
 
-  async accepted(): Promise<void> {
-    // The feedback store lives in the Jupyter server; a standalone backend keeps none.
+  async feedback(): Promise<number> {
+    return 0; // the feedback store lives in the Jupyter server; a standalone backend keeps none
   }
 
   reconnect(): void {

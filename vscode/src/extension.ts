@@ -1,6 +1,8 @@
 // The VS Code side of the seam: reads the settings, makes the connection of the chosen mode,
 // registers the inline completion provider for Python cells of Jupyter notebooks and .py files,
-// and shows the status bar item. Everything else (completions.ts and below) runs without VS Code.
+// shows the status bar item, and feeds the feedback tracker the edits and cursor moves it infers
+// partial accepts and dismissals from. Everything else (completions.ts, feedback.ts and below)
+// runs without VS Code.
 
 import { readFileSync } from 'fs';
 import { homedir, userInfo } from 'os';
@@ -8,9 +10,10 @@ import * as vscode from 'vscode';
 
 import { BackendSource } from './backend';
 import { cellType, CompletionFields } from './context';
+import { FeedbackTracker } from './feedback';
 import { JupyterSource } from './jupyter';
 import { SpecgenCompletions } from './completions';
-import type { IDocumentSnapshot } from './seam';
+import type { ICursor, IDocumentSnapshot } from './seam';
 import type { ISource } from './source';
 import { StatusModel } from './status';
 
@@ -39,9 +42,13 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
     { dispose: () => current.source.dispose() },
     vscode.languages.registerInlineCompletionItemProvider(SELECTOR, {
-      provideInlineCompletionItems: async (document, position, _context, token) => {
+      provideInlineCompletionItems: async (document, position, context, token) => {
         const snapshot = snapshotOf(document, position);
-        const { items, fields } = await current.completions.provide(snapshot, token);
+        const explicit = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke;
+        const { items, fields, at } = await current.completions.provide(snapshot, token, { explicit });
+        if (!token.isCancellationRequested) {
+          current.feedback.offered(at, fields, items);
+        }
         return items.map(
           shown =>
             new vscode.InlineCompletionItem(shown.text, new vscode.Range(position, position), {
@@ -54,8 +61,20 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
     vscode.commands.registerCommand(ACCEPTED_COMMAND, (fields: CompletionFields | null, text: string) => {
       if (fields) {
-        void current.completions.accepted(fields, text);
+        void current.feedback.accepted(fields, text);
       }
+    }),
+    // What the stable API does not report (partial accepts, dismissals) is inferred from these.
+    vscode.workspace.onDidChangeTextDocument(event => {
+      current.feedback.changed(
+        event.document.uri.toString(),
+        event.contentChanges.map(change => ({ offset: change.rangeOffset, removed: change.rangeLength, text: change.text }))
+      );
+    }),
+    vscode.window.onDidChangeTextEditorSelection(event => {
+      const selections = event.selections;
+      const one = selections.length === 1 && selections[0].isEmpty ? selections[0].active : null;
+      current.feedback.moved(event.textEditor.document.uri.toString(), one && event.textEditor.document.offsetAt(one));
     }),
     vscode.commands.registerCommand('specgen.reconnect', () => {
       current.source.dispose();
@@ -82,8 +101,8 @@ export function deactivate(): void {
   // The subscriptions close the connection.
 }
 
-/** The connection, provider core and status model of the current settings. */
-function start(item: vscode.StatusBarItem): { source: ISource; completions: SpecgenCompletions } {
+/** The connection, provider core, feedback tracker and status model of the current settings. */
+function start(item: vscode.StatusBarItem): { source: ISource; completions: SpecgenCompletions; feedback: FeedbackTracker } {
   const config = vscode.workspace.getConfiguration('specgen');
   const mode = config.get<string>('mode') === 'backend' ? 'backend' : 'jupyter';
   let source: ISource;
@@ -124,13 +143,41 @@ function start(item: vscode.StatusBarItem): { source: ISource; completions: Spec
     },
     { mode, hint: mode === 'jupyter' ? 'Click to personalize your completions on the Jupyter server.' : '' }
   );
-  const completions = new SpecgenCompletions({ source, status, timeoutMs: config.get<number>('timeout') || 15000 });
-  return { source, completions };
+  const completions = new SpecgenCompletions({
+    source,
+    status,
+    timeoutMs: config.get<number>('timeout') || 15000,
+    requery
+  });
+  const feedback = new FeedbackTracker({ report: report => source.feedback(report) });
+  return { source, completions, feedback };
+}
+
+/**
+ * More validated items came for `at` after VS Code showed the first: if the cursor is still there,
+ * VS Code is asked to query again, and the provider answers from its cache (completions.ts).
+ */
+function requery(at: ICursor): void {
+  const editor = vscode.window.activeTextEditor;
+  if (
+    editor &&
+    editor.document.uri.toString() === at.cellId &&
+    editor.document.version === at.version &&
+    editor.selections.length === 1 &&
+    editor.document.offsetAt(editor.selection.active) === at.offset
+  ) {
+    void vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
+  }
 }
 
 /** The seam's view of the cursor: the cell and its notebook, or the file. */
 function snapshotOf(document: vscode.TextDocument, position: vscode.Position): IDocumentSnapshot {
-  const base = { text: document.getText(), offset: document.offsetAt(position), cellId: document.uri.toString() };
+  const base = {
+    text: document.getText(),
+    offset: document.offsetAt(position),
+    cellId: document.uri.toString(),
+    version: document.version
+  };
   if (document.uri.scheme === 'vscode-notebook-cell') {
     for (const notebook of vscode.workspace.notebookDocuments) {
       const cells = notebook.getCells();

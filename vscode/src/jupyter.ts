@@ -89,7 +89,6 @@ export class JupyterSource implements ISource {
       cancelled = true;
       inbox.push({ type: 'local_error', error: { type: 'cancelled', message: 'superseded' } });
     });
-    const shown: IAnswer['items'] = [];
     try {
       for (;;) {
         const frame = await inbox.next(options.timeoutMs);
@@ -102,7 +101,8 @@ export class JupyterSource implements ISource {
             options.onProgress?.(frame);
             continue;
           case 'shown':
-            shown.push(frame.item);
+            // Validated already: the provider may show it before `done` ranks them all.
+            options.onShown?.(frame.item);
             continue;
           case 'chunk':
             continue; // not asked for
@@ -125,24 +125,16 @@ export class JupyterSource implements ISource {
     }
   }
 
-  async accepted(fields: CompletionFields, text: string): Promise<void> {
-    const report: IFeedbackReport = {
-      path: fields.path,
-      prefix: fields.prefix,
-      suggestion: text,
-      accepted: true,
-      cells: fields.cells,
-      active: fields.active,
-      cell_id: fields.cell_id
-    };
+  async feedback(report: IFeedbackReport): Promise<number> {
     try {
-      await fetch(`${this._base}/specgen/feedback`, {
+      const response = await fetch(`${this._base}/specgen/feedback`, {
         method: 'POST',
         headers: { ...this._headers(), 'Content-Type': 'application/json' },
         body: JSON.stringify(report)
       });
+      return response.status;
     } catch {
-      // Feedback is best effort: a lost report costs one training example, not the edit.
+      return 0; // best effort: a lost report costs one training example, not the edit
     }
   }
 

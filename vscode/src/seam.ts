@@ -10,6 +10,8 @@ export interface IDocumentSnapshot {
   path: string;
   /** Names the cell (or file) across keystrokes: a newer request of it makes older ones stale. */
   cellId: string;
+  /** The document's version (VS Code's `TextDocument.version`): with cellId and offset, names a cursor. */
+  version: number;
   /** The whole text of the cell (or file). */
   text: string;
   /** Where the cursor is in `text` (UTF-16 offset, as VS Code's `offsetAt` gives it). */
@@ -17,6 +19,20 @@ export interface IDocumentSnapshot {
   /** The notebook's cells in order, and the index of the edited one; null for a plain file. */
   notebook: { cells: ICell[]; active: number } | null;
 }
+
+/** One cursor in one version of a cell (or file): where items were given. */
+export interface ICursor {
+  cellId: string;
+  version: number;
+  offset: number;
+}
+
+/**
+ * Asks the editor to query the provider again at `at`, because more validated items came for it
+ * after the first ones were shown (extension.ts: `editor.action.inlineSuggest.trigger`, when the
+ * cursor is still there).
+ */
+export type IRequery = (at: ICursor) => void;
 
 /** What the status bar item shows. */
 export interface IStatusView {

@@ -4,7 +4,7 @@
 
 import WebSocket from 'ws';
 
-import type { IItem, IProgress } from '../../labextension/src/protocol';
+import type { IFeedbackReport, IItem, IProgress } from '../../labextension/src/protocol';
 import type { CompletionFields } from './context';
 import type { ICancelSignal } from './seam';
 
@@ -37,6 +37,11 @@ export interface IRequestOptions {
   timeoutMs: number;
   cancel?: ICancelSignal;
   onProgress?: (progress: Pick<IProgress, 'stage' | 'done' | 'total' | 'message'>) => void;
+  /**
+   * An item held up (Jupyter mode: the server's `shown` frame, validated in the kernel's fork),
+   * before the final answer ranks them all: the provider can show it at once.
+   */
+  onShown?: (item: IItem) => void;
 }
 
 export interface ISource {
@@ -47,8 +52,12 @@ export interface ISource {
   /** The kernel on this server of the notebook at `path`, if any (Jupyter mode only). */
   kernelFor(path: string): Promise<string | null>;
   complete(fields: CompletionFields, options: IRequestOptions): Promise<IAnswer>;
-  /** Tell the server the user took `text` (Jupyter mode: the feedback store); never throws. */
-  accepted(fields: CompletionFields, text: string): Promise<void>;
+  /**
+   * Report what the user did with a suggestion (Jupyter mode: `POST specgen/feedback`, the
+   * feedback store); resolves to the HTTP status (0: not sent, or no store in this mode); never
+   * throws: a lost report costs one training example, not the edit.
+   */
+  feedback(report: IFeedbackReport): Promise<number>;
   dispose(): void;
 }
 

@@ -1,8 +1,10 @@
 // What the status bar item says, as the JupyterLab one does (labextension/src/status.ts): the
 // server's state (starting / ready with the model / error with the reason); while a request
-// runs, where it is; then the verdict of the suggestion VS Code shows first (the best one), or
-// why there is none. VS Code's stable API does not say which item is on screen after the user
-// cycles, so the verdict is the first item's; the tooltip lists every item's.
+// runs, where it is; once items are on screen (the first validated one can be, while the others
+// are still validated), the verdict of the one VS Code shows first, with the count VS Code has
+// and, while the request goes on, where it is; or why there is none. VS Code's stable API does
+// not say which item is on screen after the user cycles, so the verdict is the first item's; the
+// tooltip lists every item's.
 
 import type { IItem, IProgress } from '../../labextension/src/protocol';
 import type { IStatusSink, IStatusView } from './seam';
@@ -33,6 +35,18 @@ export class StatusModel {
 
   progressed(progress: Pick<IProgress, 'stage' | 'done' | 'total' | 'message'>): void {
     this._progress = progress;
+    this._render();
+  }
+
+  /**
+   * VS Code now has `answer.items` (before the end: the validated ones so far); `running`: the
+   * request goes on, and its progress is shown next to them.
+   */
+  showing(answer: IAnswer, running: boolean): void {
+    if (!running) {
+      this._progress = null;
+    }
+    this._answer = answer;
     this._render();
   }
 
@@ -81,12 +95,26 @@ export class StatusModel {
 
   private _activity(lines: string[]): { text: string; state: string } | null {
     const progress = this._progress;
+    const said = progress ? PROGRESS_LABELS[progress.stage](progress) : '';
+    const answer = this._answer;
+    const best = answer?.items[0];
+    if (answer && best) {
+      answer.items.forEach((item, index) => {
+        lines.push(`${index + 1}/${answer.items.length}: ${VERDICT_TITLES[item.verdict]}${item.detail ? ` (${item.detail})` : ''}`);
+      });
+      if (progress) {
+        lines.push(`Still working (${said}): suggestions that hold up later join these (Alt+] cycles them)`);
+      } else if (answer.error) {
+        lines.push(`The rest of the request failed: ${answer.error}`);
+      }
+      const count = answer.items.length > 1 ? ` (${answer.items.length})` : '';
+      const more = progress ? ` · $(sync~spin) ${said}` : '';
+      return { text: `${verdictLabel(best)}${count}${more}`, state: best.verdict };
+    }
     if (progress) {
-      const said = PROGRESS_LABELS[progress.stage](progress);
       lines.push(`Working on a suggestion: ${said}`);
       return { text: `$(sync~spin) ${said}`, state: 'working' };
     }
-    const answer = this._answer;
     if (!answer) {
       return null;
     }
@@ -94,18 +122,10 @@ export class StatusModel {
       lines.push(`No suggestion: the request failed: ${answer.error}`);
       return { text: `no suggestion: ${shorten(answer.error)}`, state: 'none' };
     }
-    const best = answer.items[0];
-    if (!best) {
-      const summary = answer.summary.trim() || 'no suggestion';
-      const said = /^no suggestion/i.test(summary) ? summary : `no suggestion: ${summary}`;
-      lines.push(said);
-      return { text: shorten(said), state: 'none' };
-    }
-    answer.items.forEach((item, index) => {
-      lines.push(`${index + 1}/${answer.items.length}: ${VERDICT_TITLES[item.verdict]}${item.detail ? ` (${item.detail})` : ''}`);
-    });
-    const count = answer.items.length > 1 ? ` (${answer.items.length})` : '';
-    return { text: `${verdictLabel(best)}${count}`, state: best.verdict };
+    const summary = answer.summary.trim() || 'no suggestion';
+    const none = /^no suggestion/i.test(summary) ? summary : `no suggestion: ${summary}`;
+    lines.push(none);
+    return { text: shorten(none), state: 'none' };
   }
 
   private _sink: IStatusSink;

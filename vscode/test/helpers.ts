@@ -32,10 +32,32 @@ export class RecordedStatus implements IStatusSink {
   }
 }
 
-/** The cursor at the end of cell `active` of a notebook at `path` made of `cells`. */
+/**
+ * The cursor at the end of cell `active` of a notebook at `path` made of `cells`; each snapshot
+ * is a new version of its cell, as after an edit (the provider caches items by cell, version and
+ * cursor: the same snapshot again is the same cursor).
+ */
 export function notebookAt(path: string, cells: ICell[], active: number, cellId = `${path}#cell${active}`): IDocumentSnapshot {
   const text = cells[active].source;
-  return { path, cellId, text, offset: text.length, notebook: { cells, active } };
+  return { path, cellId, version: nextVersion(), text, offset: text.length, notebook: { cells, active } };
+}
+
+let lastVersion = 0;
+
+/** A document version no snapshot of these tests had. */
+export function nextVersion(): number {
+  return ++lastVersion;
+}
+
+/** Resolves once `test()` holds, or rejects with `what` after `ms`. */
+export async function until(test: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!test()) {
+    if (Date.now() > deadline) {
+      throw new Error(`${what} did not happen within ${ms} ms`);
+    }
+    await new Promise(resolve => setTimeout(resolve, 20));
+  }
 }
 
 export function env(name: string): string {
