@@ -129,7 +129,7 @@ class Engine:
                 masked[k] = logits[k]  # then it decodes unmasked rather than not at all
             logits = masked
         tokens, logprobs = _sample(logits, request.temperature, generator)
-        if len(states) > 1 and request.constraint is not None:
+        if request.constraint is not None:  # one row left alive is still steered (``_steer_first``)
             _spread_heads(states, logits, tokens, logprobs, table.texts)
         for state, token in zip(states, tokens.tolist()):
             if not state.done:
@@ -299,29 +299,39 @@ STEER_TOKENS = 4096  # most likely allowed tokens the first row looks through fo
 
 
 def _steer_first(state: "_Row", row, tokens, logprobs, texts: list[str]) -> None:
-    """A request's first row, while its required head is pending, takes the most likely allowed
-    token on the way to a head the notebook's words name (``Constraint.preferred``), when the
-    token it sampled leads to none of them (in place; its logprob becomes that token's).
+    """A request's first row, while its head is pending (or, where the head is optional, before
+    it has begun anything), takes the most likely allowed token on the way to a head the
+    notebook's words name (``Constraint.preferred``), when the token it sampled leads to none of
+    them (in place; its logprob becomes that token's).
 
     The weak model picks among live names almost at random, and ranking can prefer the head the
-    user named only if some row wrote it: this makes one row write it. ``_spread_heads`` runs
-    after, so the other rows spread over the heads this one leaves.
+    user named only if some row wrote it: this makes one row write it. Where the head is
+    optional (``sort_values(``, ``stock[``: a variable or a mask may come too) the other rows stay
+    free; that one row begins the head (``'amount_sum'``) instead of the digits a weak model
+    writes there. ``_spread_heads`` runs after, so the other rows spread over the heads this one
+    leaves.
     """
     import torch
 
     guide = state.guide
-    if state.done or guide is None or guide.heads is None or guide.mode != "pending" or not guide.heads.preferred:
+    if state.done or guide is None or guide.heads is None or guide.mode not in ("pending", "undecided") \
+            or not guide.heads.preferred:
         return
     if guide.heads.steered is None:
         guide.heads.steered = state  # the row steered from the first step on; once it is done, none is
     if guide.heads.steered is not state:
         return
     preferred = guide.heads.preferred
+    undecided = guide.mode == "undecided"  # only spaces so far: the head begins after them
 
     def leads(token: int) -> bool:
         piece = texts[token]
         if piece is None:
             return False
+        if undecided:
+            piece = piece.lstrip(" ")
+            if not piece:
+                return False  # a space alone begins nothing: the row would stay undecided
         text = guide.body + piece
         return any(p.startswith(text) or text.startswith(p) for p in preferred)
 

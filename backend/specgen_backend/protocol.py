@@ -169,7 +169,7 @@ class Constraint:
     # identifier must that identifier be one of the heads (start of an expression, call arguments).
     required: bool = True
     # Heads (of ``names``) the notebook's own words name (``mean_temp = weather[`` names ``'temp_c'``):
-    # where a required head is being generated, a request's first row is steered to one of them
+    # a request's first row is steered to one of them (where the head is optional, it begins one)
     # and its other rows spread over the rest, so the candidate the user most likely wants is among
     # those validated however the model ranks it. Empty: no steering.
     preferred: list[str] = field(default_factory=list)

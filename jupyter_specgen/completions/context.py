@@ -95,14 +95,25 @@ def grounded_context(context: CompletionContext, specs: Sequence[Spec]) -> Compl
 def constraint_from_cursor(reply: Optional[CursorReply], intent: Optional[Intent] = None) -> Optional[Constraint]:
     """The backend ``Constraint`` for the kernel's answer about the cursor; None when there is
     nothing to hold the decoder to (no names, or the cursor is not at an identifier). With the
-    notebook's ``intent``, a required head's ``preferred`` are the heads it names best."""
+    notebook's ``intent``, ``preferred`` are the heads it names best (of a required head, and of
+    an optional label or keyword)."""
     if reply is None:
         return None
     if not reply.names or reply.kind not in ("attribute", "column", "parameter", "name"):
         return None  # kind "": the kernel found nothing to hold the cursor to (``reply.note`` says why)
-    preferred = preferred_heads(reply.names, intent) if reply.required and intent is not None else []
+    # Where a head is optional, a label or a keyword the words name is still worth one row (the
+    # backend steers only that row); not a bare name (a variable, a builtin): the words name
+    # one that runs and means nothing in that place (``per_country`` inside its own
+    # ``per_country = cities.groupby(``) as often as the right one.
+    steerable = reply.names if reply.required else [n for n in reply.names if _label_or_keyword(n)]
+    preferred = preferred_heads(steerable, intent) if intent is not None else []
     return Constraint(kind=reply.kind, names=list(reply.names), typed=reply.typed, required=reply.required,
                       preferred=preferred)
+
+
+def _label_or_keyword(head: str) -> bool:
+    """A column label or dict key as a literal (``'units'``, ``3``), or a keyword (``by=``)."""
+    return bool(head) and (head[0] in "'\"0123456789-(" or head.endswith("="))
 
 
 def preferred_heads(names: Sequence[str], intent: Intent, *, most: int = MAX_PREFERRED) -> list[str]:

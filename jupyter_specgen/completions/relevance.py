@@ -9,8 +9,9 @@ the comments on the cursor's line and the one before, and the names being assign
 cursor's line. It only orders candidates that held up: it never makes one.
 
 Words are the parts of identifiers and strings split at ``_``, case changes and digits, in
-lower case; two words match when equal, or when both have three letters or more and one begins
-the other ("temp" and "temperature", "mar" and "march", "sensor" and "sensors").
+lower case; two words match when equal, when both are numbers of the same value ("7" and "007"),
+or when both have three letters or more and one begins the other ("temp" and "temperature", "mar"
+and "march", "sensor" and "sensors").
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def relevance(candidate: str, intent: Intent) -> int:
 def _match(a: str, b: str) -> bool:
     if a == b:
         return True
+    if a.isdigit() and b.isdigit():
+        return int(a) == int(b)  # "item 7" names ``'SKU-007'``
     if len(a) < 3 or len(b) < 3 or a.isdigit() or b.isdigit():
         return False
     return a.startswith(b) or b.startswith(a)

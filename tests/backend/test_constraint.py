@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import threading
@@ -364,6 +365,28 @@ def test_the_first_row_writes_the_head_the_notebook_names(scheduler):
     heads = [head(c) for c in candidates]
     assert heads[0] == unliked and len(set(heads)) == 3, heads
     assert all(math.isfinite(c.logprob) for c in candidates)
+
+
+def test_where_the_head_is_optional_the_first_row_begins_a_preferred_one(scheduler):
+    """At ``stock[`` or ``sort_values(`` a variable or a mask may come, so the head is optional;
+    a weak model writes ``0`` there. With ``preferred`` heads, row 0 begins one and writes it
+    whole, also when it is the only row (or the last alive: steering once stopped with the other
+    rows, and the row wrote another label from the same start); the other rows stay free."""
+    ctx = CompletionContext(prefix="total = frame[")
+    plain = Constraint(kind="column", names=COLUMNS[:3], typed="'")
+    greedy = _run(scheduler, [Generate(id="g", user="u", context=ctx, n=3, max_tokens=24, constraint=plain)])["g"][0]
+    unliked = next(c for c in COLUMNS[:3] if ("'" + greedy[-1].text).startswith(c))
+    for n in (1, 3):
+        free = Constraint(kind="column", names=COLUMNS[:3], required=False)
+        unsteered = _run(scheduler, [Generate(id=f"f{n}", user="u", context=ctx, n=n, max_tokens=24,
+                                              constraint=free)])[f"f{n}"][0]
+        assert not unsteered[0].text.lstrip().startswith(unliked), "the test needs a row 0 that goes elsewhere"
+        steered = dataclasses.replace(free, preferred=[unliked])
+        candidates, error = _run(scheduler, [Generate(id=f"s{n}", user="u", context=ctx, n=n, max_tokens=24,
+                                                      constraint=steered)])[f"s{n}"]
+        assert error is None
+        assert candidates[0].text.lstrip().startswith(unliked), (n, candidates[0].text)
+        assert math.isfinite(candidates[0].logprob)
 
 
 def test_rows_that_meet_on_a_token_without_text_are_left_alone():

@@ -42,7 +42,7 @@ def test_relevance_orders_after_the_verdict_and_before_the_likelihood():
 
 def test_the_heads_the_intent_names_best_are_preferred_in_the_constraint():
     """The backend steers one row to ``Constraint.preferred``: the heads the notebook's words name
-    best, for a required head only, and none when the words fit too many heads to tell them apart."""
+    best, and none when the words fit too many heads to tell them apart."""
     from jupyter_specgen.completions.context import MAX_PREFERRED, constraint_from_cursor, preferred_heads
     from jupyter_specgen.kernel.messages import CursorReply
 
@@ -59,3 +59,28 @@ def test_the_heads_the_intent_names_best_are_preferred_in_the_constraint():
     assert constraint_from_cursor(reply).preferred == []
     optional = CursorReply(reply_to=2, kind="name", names=["temp", "total"], typed="", required=False)
     assert constraint_from_cursor(optional, intent_of("mean_temp = ")).preferred == []
+
+
+def test_an_optional_head_prefers_labels_and_keywords_never_bare_names():
+    """Where a positional argument or a key may be any expression (``cities.groupby(``, a dict's
+    ``stock[``), a label or a keyword the words name is preferred (one row begins it), but not a
+    variable or a builtin the words also match: ``per_country`` is the name being assigned,
+    ``COUNTRY`` a constant; either runs there and means nothing."""
+    from jupyter_specgen.completions.context import constraint_from_cursor
+    from jupyter_specgen.kernel.messages import CursorReply
+
+    names = ["by=", "level=", "'city'", '"city"', "'country'", '"country"', "per_country", "COUNTRY", "len"]
+    call = CursorReply(reply_to=1, kind="parameter", names=names, typed="", required=False)
+    intent = intent_of("per_country = cities.groupby(", "## Population of each country")
+    assert constraint_from_cursor(call, intent).preferred == ["'country'", '"country"']
+    window = CursorReply(reply_to=2, kind="parameter", names=["window_len=", "mode=", "wave"], required=False)
+    assert constraint_from_cursor(window, intent_of("smoothed = smooth(wave, ", "Smooth over a window of 9")
+                                  ).preferred == ["window_len="]
+    keys = CursorReply(reply_to=3, kind="column", names=["'SKU-007'", "'SKU-031'", "sku"], required=False)
+    assert constraint_from_cursor(keys, intent_of("left = stock[", "## Stock of item 31")).preferred == ["'SKU-031'"]
+
+
+def test_numbers_match_by_value():
+    """"item 7" names ``'SKU-007'``: the digits of a label are often zero-padded."""
+    assert relevance("'SKU-007'", intent_of("x = stock[", "Ten more of item 7")) == 1
+    assert relevance("'SKU-070'", intent_of("x = stock[", "Ten more of item 7")) == 0
