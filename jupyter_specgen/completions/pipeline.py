@@ -77,6 +77,10 @@ async def complete(
                              constrain=settings.constrain, budget_ms=settings.specs_budget_ms, intent=intent)
 
     grounded = time.perf_counter()
+    if grounding.constraint is not None:
+        log.debug("complete %s: constraint %s%s on %d names, preferred %s: %s", request.id, grounding.constraint.kind,
+                  " (required)" if grounding.constraint.required else "", len(grounding.constraint.names),
+                  grounding.constraint.preferred, grounding.constraint.names[:12])
     run, why_not = _runner(request, kernels, kernel_id, settings)
     validation = Validation(request_id=request.id, prefix=request.prefix, suffix=request.suffix, run=run,
                             not_run_reason=why_not, send=send)

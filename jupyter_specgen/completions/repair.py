@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import tokenize
 
-__all__ = ["PAIRS", "close_brackets", "opened_and_left_open", "trim_tail", "scan_brackets"]
+__all__ = ["PAIRS", "close_brackets", "opened_and_left_open", "trim_tail", "scan_brackets", "no_space_after_opener"]
 
 PAIRS = {"(": ")", "[": "]", "{": "}"}
 _PAIRS = PAIRS
@@ -56,6 +56,16 @@ def close_brackets(prefix: str, candidate: str, suffix: str, *, ended_by_model: 
     if comment.strip(" \t#"):
         return code.rstrip(" \t") + closers + "  " + comment.lstrip(" \t")
     return code.rstrip(" \t") + closers
+
+
+def no_space_after_opener(prefix: str, candidate: str) -> str:
+    """``candidate`` without the spaces it begins with right after an opening bracket
+    (``stock[`` + `` 'SKU-031'``): PEP 8 has none there, and a user would delete them. Spaces
+    before a line break or a comment stay (the model is laying out a bracket over lines)."""
+    if not prefix or prefix[-1] not in _PAIRS or not candidate.startswith(" "):
+        return candidate
+    rest = candidate.lstrip(" ")
+    return rest if rest and rest[0] not in "\n#" else candidate
 
 
 def trim_tail(candidate: str, suffix: str) -> str:

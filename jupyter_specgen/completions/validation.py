@@ -1,7 +1,8 @@
 """Validate candidates as they finish, and show each one that holds up as soon as it does.
 
 The backend says when each candidate is complete (``on_candidate``); ``Validation.submit`` takes
-it then, drops the comment lines it ends in when text follows the cursor on its line and
+it then, drops the comment lines it ends in when text follows the cursor on its line (and the
+spaces it begins with right after an opening bracket) and
 closes the brackets it leaves open at the end of the line (``repair.py``), drops what
 adds no code (empty, only a comment), merges duplicates (equal after normalising whitespace) and
 sends it to the kernel to run in a fork. A candidate that went wrong in its syntax (it does not
@@ -36,7 +37,7 @@ from ..kernel.messages import MAX_VALIDATE_CANDIDATES, Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import SHOWN, judge, meaningful, normalise
 from .ladder import ladder, parses_in_cell
-from .repair import close_brackets, opened_and_left_open, scan_brackets, trim_tail
+from .repair import close_brackets, no_space_after_opener, opened_and_left_open, scan_brackets, trim_tail
 
 __all__ = ["Validation", "Entry", "adds_code", "chains_an_assignment"]
 
@@ -177,8 +178,10 @@ class Validation:
         if index in self._seen:
             return
         self._seen.add(index)
-        text = close_brackets(self._prefix, trim_tail(candidate.text, self._suffix), self._suffix,
-                              ended_by_model=candidate.finish_reason == "stop")
+        log.debug("request %s, candidate %d as generated (%s): %r", self._id, index, candidate.finish_reason,
+                  candidate.text)
+        text = close_brackets(self._prefix, no_space_after_opener(self._prefix, trim_tail(candidate.text, self._suffix)),
+                              self._suffix, ended_by_model=candidate.finish_reason == "stop")
         if text != candidate.text:
             candidate = dataclasses.replace(candidate, text=text)
         why = adds_code(self._prefix, candidate.text) or chains_an_assignment(self._prefix, candidate.text)
@@ -327,6 +330,8 @@ class Validation:
         entry.verdict = verdict
         entry.done = True
         judged = judge(verdict)
+        log.debug("request %s, candidates %s: %r (tried %d) -> %s %s", self._id, entry.indices, entry.text,
+                  len(entry.runs), verdict.status, judged.detail)
         self._done += 1
         if judged.shown:
             self._shown_texts[normalise(entry.text)] = entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_specgen.completions.repair import close_brackets, opened_and_left_open, trim_tail
+from jupyter_specgen.completions.repair import close_brackets, no_space_after_opener, opened_and_left_open, trim_tail
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,18 @@ def test_a_tail_of_comments_is_trimmed_only_when_text_follows_the_cursor():
     assert trim_tail("'a#b'", "]") == "'a#b'"  # a hash inside a string is no comment
     assert trim_tail("x,\n    y", ")") == "x,\n    y"
     assert trim_tail("'apr'\n    #", "") == "'apr'\n    #"
+
+
+@pytest.mark.parametrize(
+    "prefix,candidate,expected",
+    [
+        ("left = stock[", " 'SKU-031'", "'SKU-031'"),  # PEP 8: no space inside the bracket
+        ("f(a, ", " b)", " b)"),  # after a comma the space is right
+        ("x = [", "  \n    1,", "  \n    1,"),  # laid out over lines: left as written
+        ("f(", " # the count", " # the count"),
+        ("f(", "   ", "   "),
+        ("x = ", " 1", " 1"),
+    ],
+)
+def test_spaces_right_after_an_opening_bracket_go(prefix, candidate, expected):
+    assert no_space_after_opener(prefix, candidate) == expected
