@@ -13,7 +13,9 @@ The backend holds the identifier it generates at the cursor to these names (``Co
   of attributes that only reads modules and functions of trusted types, is looked up in the
   kernel directly; anything that could run user code (calls, subscripts, properties, a
   user-defined ``__dir__``/``__getattr__``) is evaluated in a fork of the kernel fenced by
-  ``forking.enter_sandbox`` and cut at the budget's deadline.
+  ``forking.enter_sandbox`` and cut at the budget's deadline. A name the cell itself binds in
+  a ``for`` around the cursor (``[s. for s in sizes]``) stands for its first value
+  (``loop_values``), evaluated in such a fork.
 
 A list of names is sent whole or not at all: a cut list would forbid names that exist.
 """
@@ -583,8 +585,12 @@ def start(
     except (SyntaxError, ValueError):
         return Answer(note="could not read the expression before the cursor")
     root = _root(node)
-    if root is not None and root in bound_in(before + "\n" + after):
-        return Answer(note=f"{root!r} is bound in this cell: its value is not known yet")
+    bound = bound_in(before + "\n" + after) if root is not None else set()
+    if root in bound:
+        node = _with_loop_values(node, before, after, bound)
+        if node is None:
+            return Answer(note=f"{root!r} is bound in this cell: its value is not known yet")
+        root = _root(node)
     if root is not None and root not in namespace and not hasattr(builtins, root):
         return Answer(note=f"{root!r} is not defined in the kernel")
     extra = (_name_heads(namespace, before, after, notebook, hidden, site.typed, max_names)
@@ -627,6 +633,36 @@ def start(
         cache[key] = _EVALUATING
     return Pending(child=child, deadline=deadline, site=site, names=extra, max_names=max_names, cache=cache,
                    key=key, grace=grace)
+
+
+def _with_loop_values(node: ast.expr, before: str, after: str, bound: set[str], depth: int = 3) -> Optional[ast.expr]:
+    """``node`` with each name the cell binds in a ``for`` around the cursor replaced by that
+    loop's first value (``loop_values``: ``s.`` of ``[s. for s in sizes]`` reads
+    ``next(iter(sizes)).``, evaluated in a fork since it calls); None when a name the cell binds
+    is not such a loop variable (its value is not known yet). Loops nested in loops are followed
+    ``depth`` deep (``for c in r.cells`` inside ``for r in rows``)."""
+    from .loop_values import first_value
+
+    for _ in range(depth):
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & bound
+        if not names:
+            return node
+        values = {}
+        for name in names:
+            text = first_value(before, after, name)
+            if text is None:
+                return None
+            try:
+                values[name] = ast.parse(text, mode="eval").body
+            except (SyntaxError, ValueError):
+                return None
+
+        class _Substitute(ast.NodeTransformer):
+            def visit_Name(self, name: ast.Name) -> ast.expr:
+                return values.get(name.id, name)
+
+        node = ast.fix_missing_locations(_Substitute().visit(node))
+    return None
 
 
 # How long a fork evaluating an expression may run past its request's deadline, for the next one.

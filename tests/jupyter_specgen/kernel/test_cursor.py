@@ -218,3 +218,27 @@ async def test_heads_are_kept_until_a_cell_runs(kernel, links):
     await kernel.run("ran_a_cell = 1")
     cleared = await link.cursor("slowish().up", budget_ms=50, timeout_s=10)
     assert cleared is not None and cleared.kind == "" and "deadline" in cleared.note
+
+
+async def test_a_loop_variable_has_the_names_of_its_first_value(kernel, links):
+    """``s`` of ``[s. for s in sizes]`` and ``rows`` of ``for name, rows in frame.groupby(...)``
+    are bound by the cell, so the kernel has no value for them; their first value (the first
+    element, taken apart as the target takes it) is evaluated in a fork and its names listed."""
+    await kernel.run(
+        "class Size:\n    def __init__(self, w, h):\n        self.width_px, self.height_px = w, h\n"
+        "sizes = [Size(300, 250), Size(160, 600)]\n"
+        "def countdown():\n    yield Size(1, 2)\n    yield 'second'\n"
+        "ticks = countdown()\n"
+    )
+    before = await at(kernel, links, "widths = [s.", " for s in sizes]")
+    assert (before.kind, sorted(before.names), before.required) == ("attribute", ["height_px", "width_px"], True)
+    after = await at(kernel, links, "wide = [s for s in sizes if s.width_px > s.")
+    assert sorted(after.names) == ["height_px", "width_px"]
+    block = await at(kernel, links, "for name, rows in sales.groupby('region'):\n    print(name, rows[", "].min())")
+    assert block.kind == "column" and "'units']" in block.names, block
+    outside = await at(kernel, links, "for s in sizes:\n    pass\nx = s.")
+    assert outside.names == [], outside  # after the loop its value is the last one, not known
+    # Iterating runs user code (a generator): in the fork only; the kernel's generator is where it was.
+    first = await at(kernel, links, "x = [t.", " for t in ticks]")
+    assert "width_px" in first.names, first
+    assert await kernel.eval("next(ticks).width_px") == 1
