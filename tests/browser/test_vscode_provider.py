@@ -128,6 +128,21 @@ def test_feedback_inferred_from_edits(built, artifacts):
     assert "# pass 7" in out, out
 
 
+def test_runs_settle_accepts(built, artifacts):
+    """Without a server: an accept waits for its cell's run (VS Code's execution summaries) and is
+    sent again with it, under its key: the text when the run started, and whether it succeeded."""
+    out = _node_test(built / "outcome.test.js", {}, artifacts, timeout=120)
+    assert "# pass 3" in out, out
+
+
+def test_server_choice_from_kernel_findings(built, artifacts):
+    """Without a server: specgen.mode "auto" reads the kernel's findings line and picks the server
+    running the kernel, else the deepest root_dir holding the notebook, else the kernel's working
+    directory, never one without jupyter-specgen; a silent or failing kernel gives none."""
+    out = _node_test(built / "discover.test.js", {}, artifacts, timeout=120)
+    assert "# pass 4" in out, out
+
+
 def test_provider_against_a_real_jupyter_server(built, tmp_path, sums_model, start_lab, artifacts):
     """Through a real `jupyter lab`'s /specgen/ws: the provider answers with the first candidate
     validated in the notebook's kernel as soon as it is shown, and, asked again at the same cursor,
@@ -135,7 +150,10 @@ def test_provider_against_a_real_jupyter_server(built, tmp_path, sums_model, sta
     an explicit query before the end waits for it; when all raise none comes
     and the status says why; markdown and cells below are sent; a newer request cancels the older;
     a .py file gets not-validated items; a wrong token is named; an accepted item, a partial accept
-    and a dismissal, inferred from the edits, land in the feedback store as such."""
+    and a dismissal, inferred from the edits, land in the feedback store as such; an accept whose
+    cell then ran is stored as kept, one whose cell raised as raised (no longer pending); the
+    server-finding snippet of specgen.mode "auto", run in the notebook's real kernel, finds this
+    server's URL and token and leaves no name in the kernel."""
     from .conftest import feedback_rows
 
     root = tmp_path / "root"
@@ -154,25 +172,31 @@ def test_provider_against_a_real_jupyter_server(built, tmp_path, sums_model, sta
     kernel_id = session["kernel"]["id"]
     _run_in_kernel(lab, kernel_id, SUMS_NUMBERS)
     out = _node_test(built / "jupyter.test.js", {"SPECGEN_JUPYTER_URL": lab.base, "SPECGEN_JUPYTER_TOKEN": lab.token,
-                                                 "SPECGEN_KERNEL_ID": kernel_id, **_sums_env()}, artifacts)
-    assert "# pass 10" in out, out
+                                                 "SPECGEN_KERNEL_ID": kernel_id, "SPECGEN_JUPYTER_ROOT": str(root),
+                                                 **_sums_env()}, artifacts)
+    assert "# pass 12" in out, out
     items, ratio, accepted = (_logged(out, key) for key in ("ITEMS", "RATIO", "ACCEPTED"))
     assert len(items) >= 2 and all(_runs(f"total = {text}") for text in items), items
     assert all(_runs(f"ratio = {text}") for text in ratio), ratio
     # Each report is one row, none counted twice: the accept; the word taken (an accept, pending
     # like every accept until its cell runs; the store keeps no partial flag) and the rest of
     # that item at the longer prefix; the item typed over, dismissed.
+    # The last two accepts' cells then ran: once cleanly (kept: trained on), once raising.
     (part, rest), dismissed = _logged(out, "PARTIAL"), _logged(out, "DISMISSED")
-    query = "SELECT notebook, prefix, suggestion, accepted, outcome FROM feedback ORDER BY id"
+    kept, raised = _logged(out, "RAN")
+    query = "SELECT notebook, prefix, suggestion, accepted, outcome, cell_id FROM feedback ORDER BY id"
     rows = feedback_rows(feedback, query)
     deadline = time.monotonic() + 20
-    while len(rows) < 4 and time.monotonic() < deadline:
+    while len(rows) < 6 and time.monotonic() < deadline:
         time.sleep(0.25)
         rows = feedback_rows(feedback, query)
-    assert rows == [("demo.ipynb", "total = ", accepted, 1, "pending"),
-                    ("demo.ipynb", "total = ", part, 1, "pending"),
-                    ("demo.ipynb", f"total = {part}", rest, 1, "pending"),
-                    ("demo.ipynb", "total = ", dismissed, 0, "dismissed")], rows
+    assert [row[:5] for row in rows] == [("demo.ipynb", "total = ", accepted, 1, "pending"),
+                                         ("demo.ipynb", "total = ", part, 1, "pending"),
+                                         ("demo.ipynb", f"total = {part}", rest, 1, "pending"),
+                                         ("demo.ipynb", "total = ", dismissed, 0, "dismissed"),
+                                         ("demo.ipynb", "total = ", kept, 1, "kept"),
+                                         ("demo.ipynb", "total = ", raised, 1, "raised")], rows
+    assert [row[5] for row in rows[4:]] == ["cell-ran", "cell-raised"], rows
     print(f"first item at once: {_logged(out, 'FIRST')}; Alt+] before done: {_logged(out, 'EXPLICIT')}")
 
 

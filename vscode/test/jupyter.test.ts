@@ -7,11 +7,14 @@ import { after, before, test } from 'node:test';
 
 import type { IDone, IFeedbackReport, IItem } from '../../labextension/src/protocol';
 import { SpecgenCompletions } from '../src/completions';
+import type { CompletionFields } from '../src/context';
 import { FeedbackTracker } from '../src/feedback';
+import { chooseServer, FIND_SERVERS_CODE, findServer, IKernelOutput, parseFindings, probeServer } from '../src/discover';
 import { JupyterSource } from '../src/jupyter';
+import { RunTracker } from '../src/outcome';
 import type { ICursor, IDocumentSnapshot } from '../src/seam';
 import { StatusModel } from '../src/status';
-import { env, nextVersion, notebookAt, RecordedStatus, until } from './helpers';
+import { env, executeInKernel, nextVersion, notebookAt, RecordedStatus, until } from './helpers';
 
 const URL_ = env('SPECGEN_JUPYTER_URL');
 const TOKEN = env('SPECGEN_JUPYTER_TOKEN');
@@ -19,6 +22,7 @@ const KERNEL = env('SPECGEN_KERNEL_ID');
 const RAISE = env('SPECGEN_SUMS_RAISE');
 const RATIO_RAISE = env('SPECGEN_RATIO_RAISE');
 const NUMBERS = env('SPECGEN_SUMS_NUMBERS');
+const ROOT = env('SPECGEN_JUPYTER_ROOT');
 
 const sent: Record<string, unknown>[] = [];
 const received: Record<string, unknown>[] = [];
@@ -317,6 +321,81 @@ test('inferred from the edits: a partial accept reaches the feedback store as pa
   assert.equal(reports.length, 3);
   console.log(`PARTIAL ${JSON.stringify([part, item.text.slice(part.length)])}`);
   console.log(`DISMISSED ${JSON.stringify(shown.all.items[0].text)}`);
+});
+
+test('the next run of the cell settles an accept on the server: a run that succeeded as kept, a failed one as raised', async () => {
+  const cells = [
+    { cell_type: 'code' as const, source: NUMBERS },
+    { cell_type: 'code' as const, source: 'total = ' }
+  ];
+  const reports: { report: IFeedbackReport; status: number }[] = [];
+  const runs = new RunTracker({
+    report: async report => {
+      const status = await source.feedback(report);
+      reports.push({ report, status });
+      return status;
+    }
+  });
+  const tracker = new FeedbackTracker({ report: report => runs.report(report) });
+  const doc = notebookAt('demo.ipynb', cells, 1, 'cell-ran');
+  const { all: { items, fields, at } } = await provideAll(doc);
+  assert.ok(items.length > 0 && fields, 'no item to accept');
+  const accepts: string[] = [];
+  // Tab on the first item in cell-ran, and on the last one in cell-raised (the same request's
+  // items, given for the same cursor of another cell).
+  for (const [cellId, text] of [['cell-ran', items[0].text], ['cell-raised', items[items.length - 1].text]] as const) {
+    const mine: CompletionFields = { ...fields!, cell_id: cellId };
+    tracker.offered({ ...at, cellId }, mine, items);
+    tracker.changed(cellId, [{ offset: doc.offset, removed: 0, text }]);
+    assert.equal(await tracker.accepted(mine, text), 204);
+    accepts.push(text);
+  }
+  assert.equal(runs.waiting, 2);
+  // VS Code's execution summaries: a run that starts (no success yet), then ends.
+  const now = Date.now();
+  await runs.executed('cell-ran', {}, `total = ${accepts[0]}`);
+  await runs.executed('cell-ran', { success: true, executionOrder: 2, timing: { startTime: now, endTime: now + 5 } }, `total = ${accepts[0]}`);
+  await runs.executed('cell-raised', { success: false, executionOrder: 3, timing: { startTime: now, endTime: now + 9 } }, `total = ${accepts[1]}`);
+  assert.equal(runs.waiting, 0);
+  assert.deepEqual(reports.map(r => [r.report.cell_id, r.report.suggestion, r.report.ran ?? null, r.status]), [
+    ['cell-ran', accepts[0], null, 204],
+    ['cell-raised', accepts[1], null, 204],
+    ['cell-ran', accepts[0], { source: `total = ${accepts[0]}`, success: true }, 204],
+    ['cell-raised', accepts[1], { source: `total = ${accepts[1]}`, success: false }, 204]
+  ]);
+  assert.equal(reports[2].report.key, reports[0].report.key, 'the run was reported under another key than its accept');
+  console.log(`RAN ${JSON.stringify(accepts)}`);
+});
+
+test('specgen.mode auto: the snippet run in the notebook\'s real kernel finds this server, its URL and token, and leaves nothing behind', async () => {
+  const execute = (code: string) => executeInKernel(URL_, TOKEN, KERNEL, code);
+  const found = await findServer({ execute, notebookPath: `${ROOT}/demo.ipynb`, timeoutMs: 60_000 });
+  assert.ok(found, 'no server found from the kernel');
+  assert.equal(found.url, URL_);
+  assert.equal(found.token, TOKEN);
+  assert.equal(found.why, "runs the notebook's kernel");
+  // The same findings without the kernel among a server's kernels: the root_dir holding the
+  // notebook, then the one holding the kernel's working directory; a server that does not answer
+  // (no jupyter-specgen there) is never picked.
+  const outputs: IKernelOutput[] = [];
+  for await (const output of execute(FIND_SERVERS_CODE)) {
+    outputs.push(output);
+  }
+  const findings = parseFindings(outputs);
+  assert.ok(findings && findings.kernelId === KERNEL, `the kernel's id was not found: ${findings?.kernelId}`);
+  findings.servers.push({ url: 'http://127.0.0.1:9', token: 'x', rootDir: '/' });
+  const blind = async (url: string, token: string) => ({ ...(await probeServer(url, token)), kernels: [] });
+  const byRoot = await chooseServer(findings, `${ROOT}/demo.ipynb`, blind);
+  assert.deepEqual([byRoot?.url, byRoot?.token, byRoot?.why], [URL_, TOKEN, 'serves the folder of the notebook']);
+  const byCwd = await chooseServer(findings, '/elsewhere/demo.ipynb', blind);
+  assert.deepEqual([byCwd?.url, byCwd?.why], [URL_, "serves the kernel's working directory"]);
+  assert.equal(await chooseServer({ ...findings, servers: findings.servers.slice(-1) }, `${ROOT}/demo.ipynb`, blind), null);
+  // No name of the snippet stays in the kernel's namespace.
+  let left = '';
+  for await (const output of execute("print(sorted(n for n in globals() if 'specgen_find' in n))")) {
+    left += output.items.map(item => new TextDecoder().decode(item.data as Uint8Array)).join('');
+  }
+  assert.equal(left.trim(), '[]');
 });
 
 test('a wrong token: the status bar says the server refused it and which setting to fix', async () => {
