@@ -18,7 +18,11 @@ from .messages import LogEntry, Spec
 from .names import assigned_names, referenced_names
 from .specs import Limits, describe_names
 
-__all__ = ["ExecLogOptions", "ExecutionLog"]
+__all__ = ["ExecLogOptions", "ExecutionLog", "OWN_CODE_MARK"]
+
+# Code that jupyter-specgen's own front ends run in the kernel begins so (the VS Code extension
+# asks the kernel which Jupyter server started it: vscode/src/discover.ts); it is never training data.
+OWN_CODE_MARK = "def __specgen_"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ class ExecutionLog:
         self._current: Optional[tuple[str, list[Spec], float, float]] = None
 
     def before(self, code: str, namespace: Mapping[str, object], *, hidden: Container[str] = ()) -> None:
+        if code.startswith(OWN_CODE_MARK):
+            self._current = None  # our own front end's code (the VS Code extension's), not the user's work
+            return
         read, _, _ = describe_names(namespace, referenced_names(code), budget_ms=self.options.budget_ms,
                                     limits=self.options.limits, hidden=hidden, fork_repr=False)
         self._current = (code, read, time.time(), time.perf_counter())
