@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
 import warnings
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Optional
 from ..kernel.exercise import unfinished
 from .repair import PAIRS, scan_brackets
 
-__all__ = ["MAX_RUNGS", "Rung", "Ladder", "ladder", "parses_in_cell", "parse_error"]
+__all__ = ["MAX_RUNGS", "Rung", "Ladder", "ladder", "called_head", "parses_in_cell", "parse_error"]
 
 MAX_RUNGS = 3  # cut versions validated per candidate, besides the whole one
 
@@ -85,6 +86,29 @@ def ladder(prefix: str, candidate: str, suffix: str = "") -> Ladder:
     # With rungs the cell reads here (IPython syntax would stop every rung), so the whole
     # candidate's error is Python's own and need not cost a fork to learn.
     return Ladder(rungs=rungs, whole_error=parse_error(prefix + candidate + suffix) if rungs else "")
+
+
+def called_head(prefix: str, candidate: str, suffix: str = "") -> Optional[str]:
+    """After ``expr.``, the attribute the candidate begins with, called with no arguments (and the
+    user's open brackets closed as a rung's are), when the candidate does not call it itself:
+    ``due = inv.`` + ``gross_total`` → ``gross_total()``, ``sum(i.`` + ``net_total, _g=1)`` →
+    ``net_total()``. A weak model held to the live attributes writes a method's name and then
+    junk; the name alone is a bound method, which means nothing as a value and raises inside
+    ``sum``. Validation runs this beside the rungs, so it is shown only where the call runs.
+    None when the cursor is not after a ``.`` or the candidate begins with no name."""
+    if not prefix.endswith(".") or prefix.endswith(".."):
+        return None
+    match = _NAME_START.match(candidate)
+    if match is None or candidate[match.end():].lstrip(" ")[:1] == "(":
+        return None
+    window_prefix, window_suffix = _window(prefix, suffix)
+    user_open = _open(window_prefix)
+    if user_open is None:
+        return None
+    return _closed(window_prefix, match.group() + "()", window_suffix, user_open)
+
+
+_NAME_START = re.compile(r"[^\W\d]\w*")
 
 
 def parses_in_cell(prefix: str, candidate: str, suffix: str = "") -> bool:

@@ -9,7 +9,9 @@ sends it to the kernel to run in a fork. A candidate that went wrong in its synt
 parse, leaves a bracket of its own open, or was cut by the token limit) goes with its *rungs*
 (``ladder.py``: it cut back to where it still parses; a whole candidate Python cannot parse is
 not run at all), and the longest of them that holds up is the one shown: a weak model's right
-start (``'temp_c'`` before the junk it wrote after) is kept, and nothing unproven is. A candidate
+start (``'temp_c'`` before the junk it wrote after) is kept, and nothing unproven is. After
+``expr.`` the attribute a candidate begins with is also run called (``ladder.called_head``:
+``gross_total`` → ``gross_total()``), since a method's name alone is not a value. A candidate
 the model ended itself that parses is run as written: its runtime error is the model's real
 mistake. Candidates submitted in the
 same turn of the event loop go in one ``validate`` request (the kernel forks them from one
@@ -36,7 +38,7 @@ from ..kernel.exercise import unfinished
 from ..kernel.messages import MAX_VALIDATE_CANDIDATES, Verdict
 from ..protocol import Item, Progress, Shown
 from ..ranking import SHOWN, judge, meaningful, normalise
-from .ladder import ladder, parses_in_cell
+from .ladder import called_head, ladder, parses_in_cell
 from .repair import close_brackets, no_space_after_opener, opened_and_left_open, scan_brackets, trim_tail
 
 __all__ = ["Validation", "Entry", "adds_code", "chains_an_assignment"]
@@ -220,6 +222,9 @@ class Validation:
             elif steps.rungs and left_open:
                 entry.known = "a bracket it opens is never closed"
             entry.runs = ([] if entry.known else [entry.text]) + [r.text for r in reversed(steps.rungs)]
+        called = called_head(self._prefix, entry.text, self._suffix)  # ``inv.`` + ``gross_total`` → ``gross_total()``
+        if called is not None and called not in entry.runs:
+            entry.runs.append(called)
         if not self._queue:
             asyncio.get_running_loop().call_soon(self._flush)
         self._queue.append(entry)

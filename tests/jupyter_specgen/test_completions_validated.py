@@ -371,6 +371,24 @@ async def test_a_right_start_before_junk_is_shown_cut_back_and_only_once_it_ran(
     ws.close()
 
 
+async def test_after_a_dot_a_methods_name_is_shown_called(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """After ``expr.`` a weak model writes a method's name and then stops or writes junk: the name
+    alone is a bound method (no value), so the method is also run called, and ``sum()`` is what
+    is shown, once for both candidates; an attribute that is not callable is not called
+    (``qzunits``: a Series), and a name that is not there is never shown."""
+    _script(jp_serverapp, ["sum", "sum 0x9, 0.0.0", "qzbogus"])
+    kernel_id = await _kernel(jp_fetch, jp_serverapp)
+    ws = await _open(jp_ws_fetch)
+    ws.write_message(_complete(1, kernel_id, "total = sales['qzunits']."))
+    done = (await _frames(ws, 1))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("sum()", "ran")], done
+    _script(jp_serverapp, ["qzunits"])
+    ws.write_message(_complete(2, kernel_id, "column = sales."))
+    done = (await _frames(ws, 2))[-1]
+    assert [(i["text"], i["verdict"]) for i in done["items"]] == [("qzunits", "ran")], done
+    ws.close()
+
+
 async def test_two_candidates_cut_back_to_one_text_are_one_item(jp_fetch, jp_ws_fetch, jp_serverapp):
     _script(jp_serverapp, ["'qzunits', 0.0.0.5", "'qzunits'  # 0x, 0.0.0. [", "'qzunits']"])
     kernel_id = await _kernel(jp_fetch, jp_serverapp)

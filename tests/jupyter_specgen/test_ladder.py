@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from jupyter_specgen.completions.ladder import MAX_RUNGS, ladder, parse_error
+from jupyter_specgen.completions.ladder import MAX_RUNGS, called_head, ladder, parse_error
 
 
 def texts(prefix, candidate, suffix=""):
@@ -85,3 +85,19 @@ def test_parse_error_tells_an_unfinished_statement_from_a_broken_one():
     assert parse_error("x = (1,") == ""
     assert parse_error("x = 0.0.0") != ""
     assert parse_error("x = (1,]") != ""
+
+
+@pytest.mark.parametrize(
+    "prefix,candidate,suffix,expected",
+    [
+        ("due = inv.", "gross_total", "", "gross_total()"),  # a method's name alone is no value
+        ("revenue = sum(i.", "net_total, _g=True)", " for i in book)", "net_total()"),  # the user's ) is after
+        ("x = (a.", "b", "", "b())"),  # the user's open bracket is closed as a rung's is
+        ("x = df.", "sum()", "", None),  # it calls it already
+        ("x = df.", "sum (1)", "", None),
+        ("x = ", "abs", "", None),  # not after a dot
+        ("x = a.", "0.5", "", None),
+    ],
+)
+def test_after_a_dot_the_attribute_is_also_tried_called(prefix, candidate, suffix, expected):
+    assert called_head(prefix, candidate, suffix) == expected
