@@ -28,11 +28,11 @@ class HeaderUsers(IdentityProvider):
 
 @pytest.fixture
 def jp_root_dir(tmp_path, alice_root):
-    """Two notebooks of alice's: the fewest a job accepts (one to train on, one to measure on)."""
+    """Alice's notebooks: enough of them that a job learns her idiom and is published (with the
+    fewest a job accepts, two, an adapter trained on six cells came out a hair better or worse
+    than the base by machine, and the test tested floating point, not who sees what)."""
     root = tmp_path / "root_dir"
     shutil.copytree(alice_root, root)
-    for path in sorted(root.glob("*.ipynb"))[2:]:
-        path.unlink()
     return root
 
 
@@ -93,8 +93,9 @@ async def _first_item(ws, id, path):
 async def test_users_of_one_server_never_see_each_others_feedback_jobs_or_adapters(jp_fetch, jp_ws_fetch, jp_serverapp):
     """Alice's feedback, job pushes, versions and adapter never reach bob; bob cannot roll hers back."""
     service = jp_serverapp.web_app.settings["specgen"]
-    # Not what is tested here, and the judge's forks are the slow part of a job.
-    service.personalize.settings = replace(service.personalize.settings, judge=False)
+    # Not what is tested here, and the judge's forks are the slow part of a job. The steps of the
+    # backend's own personalization test, so that the adapter learns her idiom.
+    service.personalize.settings = replace(service.personalize.settings, judge=False, steps=200)
     report = {"path": "analysis_00_sales.ipynb", "prefix": "# load\n", "suggestion": "sales = zq_tidy(pd.read_csv(\"sales.csv\"))",
               "accepted": True, "key": "alice-1"}
     assert (await _call(jp_fetch, "alice", "POST", "feedback", body=report))[0] == 204
@@ -113,7 +114,7 @@ async def test_users_of_one_server_never_see_each_others_feedback_jobs_or_adapte
         frame = json.loads(await asyncio.wait_for(alice_tab.read_message(), 600))
         if frame["type"] == "personalize" and frame["job"]["state"] != "running":
             break
-    assert frame["job"]["state"] == "done" and frame["job"]["report"]["published"], frame
+    assert frame["job"]["state"] == "done" and frame["job"]["report"]["published"], json.dumps(frame["job"])[:3000]
     assert frame["job"]["report"]["heldout_examples"] > 0  # measured on the second notebook
     assert [f for f in await _drain(bob_tab) if f["type"] == "personalize"] == []
 
