@@ -122,6 +122,9 @@ def _open(lab, browser, viewport: dict):
     page.goto(lab.url("lab/tree/demo.ipynb"))
     expect(page.locator(".jp-specgen-status")).to_contain_text(re.compile("ready|partial", re.I), timeout=120_000)
     cells = page.locator(".jp-Notebook .jp-Cell")
+    # The backend can be ready before the notebook's kernel is: a Shift+Enter while the kernel
+    # still starts was once lost (the cell never ran), so wait for JupyterLab to call it idle.
+    expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first).to_be_attached(timeout=120_000)
     cells.nth(0).locator(".cm-content").click()
     page.keyboard.press("Shift+Enter")
     expect(cells.nth(0).locator(".jp-InputPrompt")).to_contain_text("[1]", timeout=120_000)
