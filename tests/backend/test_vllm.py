@@ -31,7 +31,10 @@ MAX_TOKENS = 10
 # first writes a run of "=" that the masks refuse (the others it leaves alone).
 MASKED_PROMPTS = ["total = 0\nfor i in range(10):\n    total", "x = np.array([1, 2,", "result = compute("]
 MASKED_TOKENS = 24
-LONG_TOKENS = 1536  # the cancel test's uncancelled request (prompt + this within max_model_len 2048)
+# The cancel test's uncancelled request (prompt + this within MAX_MODEL_LEN). Long, so that the
+# cancel has time to land: with 1536 the whole request once ran out before it did in a full run.
+LONG_TOKENS = 3584
+MAX_MODEL_LEN = 4096
 
 
 def _vllm_python() -> str:
@@ -58,7 +61,7 @@ def tiny_model(tmp_path_factory) -> str:
     kernel for head_dim 16 ("Unsupported CPU attention configuration: head_dim=16")."""
     from specgen_backend.tiny import TinyModelConfig, build_tiny_model
 
-    config = TinyModelConfig(num_attention_heads=2, num_key_value_heads=1)
+    config = TinyModelConfig(num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=MAX_MODEL_LEN)
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model-32"), config))
 
 
@@ -82,7 +85,7 @@ def _start_vllm(tiny_model, tmp_path_factory):
 
     log_path = tmp_path_factory.mktemp("vllm-log") / "vllm.log"
     server = VllmServer(VllmServerConfig(model=tiny_model, port=_free_port(), python=_vllm_python(), max_loras=4, max_lora_rank=8,
-                                         max_model_len=2048, dtype="float32", log_path=str(log_path)))  # fmt: skip
+                                         max_model_len=MAX_MODEL_LEN, dtype="float32", log_path=str(log_path)))  # fmt: skip
     server.start()
     try:
         server.wait_ready(START_TIMEOUT_S)
