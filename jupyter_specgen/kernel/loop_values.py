@@ -10,15 +10,17 @@ kernel (it calls user code: iterating may run a generator) and lists the names o
 
 Only a ``for`` whose scope holds the cursor counts: a comprehension's ``for`` inside a bracket
 still open at the cursor (before or after it), or a ``for`` statement whose block the cursor is
-in. Targets made of names and tuples of names (``a, (b, c)``) are taken apart; a starred
-target, attributes and subscripts are not. When several ``for`` bind the name, the innermost
-holds: the one nested deepest in brackets, else the last before the cursor.
+in, when nothing in that block binds the name again before the cursor. Targets made of names
+and tuples of names (``a, (b, c)``) are taken apart; a starred target, attributes and
+subscripts are not. When several ``for`` bind the name, the innermost holds: the one nested
+deepest in brackets, else the last before the cursor.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import textwrap
 import tokenize
 from dataclasses import dataclass
 from typing import Optional
@@ -71,7 +73,9 @@ def _first_value(before: str, after: str, name: str) -> Optional[str]:
         if stack:
             in_scope = stack[-1] in at_cursor  # a comprehension whose bracket is still open at the cursor
         else:
-            in_scope = _in_block(text, toks, i, end, cursor)
+            # A for statement's block, where nothing before the cursor binds the name again
+            # (``x = x + 1`` in the body: its value is no longer the first element).
+            in_scope = _in_block(text, toks, i, end, cursor) and not _rebound(text[toks[end].end:cursor], name)
         if not in_scope:
             continue
         path = _path(text[toks[target[0]].start:toks[target[1]].end], name)
@@ -173,6 +177,14 @@ def _in_block(text: str, toks: list[_Tok], i: int, end: int, cursor: int) -> boo
     # cursor's is deeper than the header, or blank.
     return all(not line.strip() or line.lstrip().startswith("#") or len(line) - len(line.lstrip()) > indent
                for line in lines[1:])
+
+
+def _rebound(body: str, name: str) -> bool:
+    """Whether ``body`` (a block's text before the cursor) binds ``name``."""
+    from .cursor import bound_in
+
+    first, _, rest = body.partition("\n")
+    return name in bound_in(first) or name in bound_in(textwrap.dedent(rest))
 
 
 def _path(target: str, name: str) -> Optional[list[int]]:

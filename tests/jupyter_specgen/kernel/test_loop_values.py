@@ -36,6 +36,8 @@ def test_the_for_around_the_cursor_gives_the_first_value(before, after, name, ex
         ("x = [s.", "", "s"),  # no for at all
         ("y = [t for t in ts]\nz = t.", "", "t"),  # the comprehension's bracket is closed
         ("for x in", "", "x"),  # half a header
+        ("for x in xs:\n    x = x + 1\n    x.", "", "x"),  # rebound in the block: not the first element
+        ("for x in xs: x = f(x); x.", "", "x"),
     ],
 )
 def test_no_first_value_outside_the_loops_scope(before, after, name):
